@@ -8,7 +8,7 @@ CLI prints them one per line, sorted by position, and exits with status 2.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from honly_spec.paths import SpecPath, format_path
 
@@ -35,7 +35,6 @@ class Diagnostic:
     pos: Pos | None
     path: SpecPath
     message: str
-    sort_key: tuple = field(default=(), compare=False, repr=False)
 
     def render(self) -> str:
         where = str(self.pos) if self.pos else "<spec>"

