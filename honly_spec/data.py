@@ -14,7 +14,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-HUB_SOURCE = re.compile(r"^hf:(?P<repo>[^@#\s]+)(?:@(?P<revision>[^#\s]+))?(?:#(?P<split>\S+))?$")
+HUB_SOURCE = re.compile(
+    r"^hf:(?P<repo>[^@#\s/]+/[^@#\s/]+)(?:@(?P<revision>[^#\s]+))?(?:#(?P<split>\S+))?$"
+)
 LOCAL_SUFFIXES = (".jsonl", ".json")
 
 

@@ -237,9 +237,10 @@ def _apply_override(
     node: Any = data
     for depth, part in enumerate(path[:-1]):
         nxt = path[depth + 1]
-        if isinstance(node, dict) and isinstance(part, str):
-            if not isinstance(node.get(part), dict | list):
-                node[part] = [] if isinstance(nxt, int) else {}
+        if isinstance(node, dict) and isinstance(part, str) and node.get(part) is None:
+            node[part] = [] if isinstance(nxt, int) else {}
+            node = node[part]
+        elif isinstance(node, dict) and isinstance(node.get(part), dict | list):
             node = node[part]
         elif isinstance(node, list) and isinstance(part, int) and part < len(node):
             node = node[part]

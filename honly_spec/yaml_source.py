@@ -213,7 +213,7 @@ class _Builder:
                 return None
             return Replace(self._build_collection(node, path))
         if tag == DELETE_TAG:
-            if not isinstance(node, yaml.ScalarNode) or node.value != "":
+            if not isinstance(node, yaml.ScalarNode) or node.value not in ("", "~", "null"):
                 self._error(node, path, "`!delete` takes no value: write `key: !delete`")
             return DELETE
         if isinstance(node, yaml.MappingNode | yaml.SequenceNode):

@@ -1,0 +1,37 @@
+# Two entry points, both safe to run on a fresh clone and idempotent:
+#   make demo   set everything up, then run the quickstart spec
+#   make test   set everything up, then lint and run the test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench reference clean
+
+$(BIN)/python:
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "honly needs Python >= 3.11"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/honly-run specs/quickstart.yaml
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/cli_latency.py
+
+reference: $(STAMP)
+	$(BIN)/python -m honly_spec.reference > docs/spec-reference.md
+
+clean:
+	rm -rf $(VENV) .honly .pytest_cache .ruff_cache
