@@ -240,9 +240,9 @@ def _apply_override(
         if isinstance(node, dict) and isinstance(part, str) and node.get(part) is None:
             node[part] = [] if isinstance(nxt, int) else {}
             node = node[part]
-        elif isinstance(node, dict) and isinstance(node.get(part), dict | list):
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+        elif (isinstance(node, dict) and isinstance(node.get(part), dict | list)) or (
+            isinstance(node, list) and isinstance(part, int) and part < len(node)
+        ):
             node = node[part]
         else:
             raise SpecError(
