@@ -21,7 +21,7 @@ from honly_spec.loader import display_path
 from honly_spec.paths import format_path, get_path, parse_path
 from honly_spec.plan import Graph, compile_graph, decide, plan_table, write_plan
 from honly_spec.store import Store, default_home
-from honly_spec.validate import did_you_mean
+from honly_spec.suggest import did_you_mean
 
 EXIT_USER_ERROR = 2
 EXIT_NOT_AVAILABLE = 3

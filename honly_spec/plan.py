@@ -408,7 +408,12 @@ def write_plan(graph: Graph, decisions: dict[str, Decision], out_dir: Path) -> P
             },
         )
         (tmp / "spec.resolved.yaml").write_text(
-            yaml.safe_dump(graph.ctx.data, sort_keys=False, allow_unicode=True),
+            yaml.dump(
+                graph.ctx.data,
+                Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper),
+                sort_keys=False,
+                allow_unicode=True,
+            ),
             encoding="utf-8",
         )
         for stage in graph.stages:

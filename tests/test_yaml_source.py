@@ -53,7 +53,7 @@ def test_every_duplicate_is_reported() -> None:
 
 
 def test_tab_indentation_explained() -> None:
-    assert "use spaces" in one_error("a:\n\tb: 1\n")
+    assert "YAML indents with spaces only" in one_error("a:\n\tb: 1\n")
 
 
 @pytest.mark.parametrize(
