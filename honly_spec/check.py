@@ -17,6 +17,7 @@ from honly_spec import __version__
 from honly_spec.errors import Diagnostic, SpecError
 from honly_spec.keys import canonical_json
 from honly_spec.loader import load_profile_document, load_spec
+from honly_spec.matrix import Cell, expand
 from honly_spec.rules import Context, run_rules
 from honly_spec.schema import SPEC_SCHEMA_FILE, profile_schema, schema_dir, spec_schema
 from honly_spec.store import default_home
@@ -51,9 +52,12 @@ def _spec_schema_problems(data: Any, pos: PosLookup, key_pos: PosLookup) -> list
     return problems
 
 
-def check_spec(file: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Context:
-    """Load and validate a spec; raise `SpecError` with every problem found."""
-    spec = load_spec(file, overrides)
+def check_spec(
+    file: str | Path, overrides: list[str] | tuple[str, ...] = (), cell: Cell | None = None
+) -> Context:
+    """Load and validate a spec (or one matrix cell of it); raise `SpecError` with every
+    problem found."""
+    spec = load_spec(file, overrides, cell)
     version = spec.data.get("honly")
     if isinstance(version, int) and not isinstance(version, bool) and version != SPEC_FORMAT:
         problems = schema_diagnostics(spec.data, spec_schema(), spec.pos, spec.key_pos)
@@ -63,6 +67,25 @@ def check_spec(file: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     if problems:
         raise SpecError(problems)
     return ctx
+
+
+def check_cells(file: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> list[Context]:
+    """A spec without `matrix` as one context; with `matrix`, one context per cell. Every
+    problem of every cell is reported together (a cell is named in its values' positions)."""
+    base = check_spec(file, overrides)
+    matrix = base.data.get("matrix")
+    if not matrix:
+        return [base]
+    contexts, problems = [], []
+    for cell in expand(base.data["name"], matrix):
+        try:
+            contexts.append(check_spec(file, overrides, cell))
+        except SpecError as error:
+            problems.extend(error.diagnostics)
+    if problems:
+        unique = {d.render(): d for d in problems}
+        raise SpecError(list(unique.values()))
+    return contexts
 
 
 def check_profile(file: str | Path) -> dict:

@@ -13,13 +13,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from honly_spec import __version__
-from honly_spec.check import check_profile, check_spec
+from honly_spec.check import check_cells, check_profile, check_spec
 from honly_spec.diff import MISSING, node_verdicts, spec_changes
 from honly_spec.display import emit_json, short, table
 from honly_spec.errors import Diagnostic, Pos, SpecError
 from honly_spec.loader import display_path
 from honly_spec.paths import format_path, get_path, parse_path
-from honly_spec.plan import Graph, compile_graph, decide, plan_table, write_plan
+from honly_spec.plan import Graph, compile_graph, decide, distinct_nodes, plan_table, write_plan
 from honly_spec.store import Store, default_home
 from honly_spec.suggest import did_you_mean
 
@@ -136,7 +136,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     problems: list[Diagnostic] = []
     for spec in args.specs:
         try:
-            check_spec(spec, args.overrides)
+            check_cells(spec, args.overrides)
         except SpecError as error:
             problems.extend(error.diagnostics)
     if args.display == "json":
@@ -187,50 +187,62 @@ def _check_node_names(graph: Graph, option: str, names: list[str]) -> None:
 
 
 def _plan(args: argparse.Namespace, force: list[str], only: list[str] | None) -> int:
-    ctx = check_spec(args.spec, args.overrides)
-    graph = compile_graph(ctx)
-    _check_node_names(graph, "force", force)
-    _check_node_names(graph, "only", only or [])
+    graphs = [compile_graph(ctx) for ctx in check_cells(args.spec, args.overrides)]
+    for graph in graphs:
+        _check_node_names(graph, "force", force)
+        _check_node_names(graph, "only", only or [])
     store = _store_for(args.profile)
-    decisions = decide(graph, store, set(force), set(only) if only else None)
-    out_dir = Path(args.out) if args.out else Path(".honly") / "plans" / graph.name
-    written = write_plan(graph, decisions, out_dir)
-    rows = plan_table(graph, decisions)
+    plans = [(g, decide(g, store, set(force), set(only) if only else None)) for g in graphs]
+    family = graphs[0].ctx.data["name"]
+    written = write_plan(plans, Path(args.out) if args.out else Path(".honly/plans") / family)
     if args.display == "json":
         emit_json(
             {
-                "spec": graph.name,
-                "spec_hash": graph.spec_hash,
+                "spec": family,
                 "store": str(store.root),
                 "plan_dir": str(written),
-                "nodes": rows,
+                "cells": [
+                    {"cell": g.name, "spec_hash": g.spec_hash, "nodes": plan_table(g, d)}
+                    for g, d in plans
+                ],
+                "distinct": distinct_nodes(plans),
             }
         )
         return 0
-    print(f"honly plan · {graph.name} ({display_path(args.spec)}) · spec {graph.spec_hash[:12]}")
+    matrix = len(plans) > 1 or graphs[0].ctx.spec.cell is not None
+    print(f"honly plan · {family} ({display_path(args.spec)})", end="")
+    print(f" · {len(plans)} matrix cells" if matrix else f" · spec {graphs[0].spec_hash[:12]}")
     print(f"store: {store.root}")
     print()
-    print(
-        table(
-            ["node", "kind", "backend", "from", "key", "status", "rows"],
-            [
-                [
-                    r["node"],
-                    r["kind"],
-                    r["backend"],
-                    r["starts_from"],
-                    r["key"][:12],
-                    r["status"],
-                    ", ".join(f"{s} {n if n is not None else '?'}" for s, n in r["rows"].items())
-                    or ("suites: " + ", ".join(r.get("suites", [])) if r["kind"] == "eval" else ""),
-                ]
-                for r in rows
-            ],
+    headers = ["node", "kind", "backend", "from", "key", "status", "rows"]
+    rows = []
+    for graph, decisions in plans:
+        for r in plan_table(graph, decisions):
+            detail = ", ".join(f"{s} {n if n is not None else '?'}" for s, n in r["rows"].items())
+            if r["kind"] == "eval":
+                detail = "suites: " + ", ".join(r.get("suites", []))
+            row = [
+                r["node"],
+                r["kind"],
+                r["backend"],
+                r["starts_from"],
+                r["key"][:12],
+                r["status"],
+                detail,
+            ]
+            rows.append([graph.name.split("/", 1)[1], *row] if matrix else row)
+    print(table(["cell", *headers] if matrix else headers, rows))
+    for graph, decisions in plans:
+        for node, decision in decisions.items():
+            for reason in decision.reasons:
+                cell = f"{graph.name}: " if matrix else ""
+                print(f"  {cell}{node}: stale because {reason}")
+    if matrix:
+        counts = distinct_nodes(plans)
+        print(
+            f"\n{counts['stage_runs']} stage runs across cells, {counts['distinct_stages']} "
+            f"distinct; {counts['eval_runs']} eval runs, {counts['distinct_evals']} distinct"
         )
-    )
-    for r in rows:
-        for reason in r["reasons"]:
-            print(f"  {r['node']}: stale because {reason}")
     print()
     print(f"plan written to {display_path(written)}/")
     return 0

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from honly_spec.errors import Diagnostic, Pos, SpecError
+from honly_spec.matrix import Cell
 from honly_spec.paths import SpecPath, format_path, parse_path
 from honly_spec.schema import apply_defaults, marked_paths, matches, spec_schema
 from honly_spec.yaml_source import DELETE, Document, Replace, load_yaml_file, parse_yaml
@@ -53,10 +54,16 @@ class LoadedSpec:
     origins: dict[SpecPath, Pos]
     key_origins: dict[SpecPath, Pos]
     layers: list[Layer] = field(default_factory=list)
+    cell: Cell | None = None
 
     @property
     def label(self) -> str:
         return display_path(self.file)
+
+    @property
+    def run_name(self) -> str:
+        """The spec name, or the matrix cell's name (`spec/axis-value/...`)."""
+        return self.cell.name if self.cell else self.data["name"]
 
     def pos(self, path: SpecPath) -> Pos:
         """Position of the value at `path`, or of its closest ancestor that has one."""
@@ -220,10 +227,10 @@ def _load_chain(
 
 
 def _apply_override(
-    data: dict[str, Any], text: str, origins: dict[SpecPath, Pos], cwd: Path
+    data: dict[str, Any], text: str, origins: dict[SpecPath, Pos], cwd: Path, source: str = "--set"
 ) -> Layer:
-    """Apply one `--set dotted.path=value` (value read as YAML) and record its provenance."""
-    label = f"--set {text}"
+    """Apply one `dotted.path=value` (value read as YAML) and record its provenance."""
+    label = f"{source} {text}"
     where = Pos(label)
     if "=" not in text:
         raise SpecError([Diagnostic(where, (), "expected `--set dotted.path=value`")])
@@ -284,18 +291,25 @@ def _subpaths(value: Any, path: SpecPath) -> list[SpecPath]:
     return out
 
 
-def load_spec(file: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> LoadedSpec:
-    """Load, merge and default a spec file. Raises `SpecError` with every problem found."""
+def load_spec(
+    file: str | Path, overrides: list[str] | tuple[str, ...] = (), cell: Cell | None = None
+) -> LoadedSpec:
+    """Load, merge and default a spec file, as one matrix `cell` if given (its values sit
+    between the spec and `--set` overrides). Raises `SpecError` with every problem found."""
     file = Path(file)
     if not file.exists():
         raise SpecError([Diagnostic(Pos(str(file)), (), "spec file not found")])
     data, origins, key_origins, layers = _load_chain(file, (), None)
     data.pop("extends", None)
+    if cell is not None:
+        data.pop("matrix", None)
+        for text in cell.overrides():
+            layers.append(_apply_override(data, text, origins, Path.cwd(), "matrix cell:"))
     for text in overrides:
         layers.append(_apply_override(data, text, origins, Path.cwd()))
     defaulted = apply_defaults(spec_schema(), spec_schema(), data)
     _record_defaults(defaulted, data, origins, ())
-    return LoadedSpec(file, defaulted, origins, key_origins, layers)
+    return LoadedSpec(file, defaulted, origins, key_origins, layers, cell)
 
 
 def _record_defaults(

@@ -63,7 +63,8 @@ class Graph:
 
     @property
     def name(self) -> str:
-        return self.ctx.data["name"]
+        """Spec name, or matrix cell name: labels refs in the store and plan directories."""
+        return self.ctx.spec.run_name
 
     def node_names(self) -> list[str]:
         """Stages in run order, then eval nodes."""
@@ -390,47 +391,63 @@ def plan_table(graph: Graph, decisions: dict[str, Decision]) -> list[dict[str, A
     return rows
 
 
-def write_plan(graph: Graph, decisions: dict[str, Decision], out_dir: Path) -> Path:
-    """Write the plan directory (replaced atomically): plan.json, the resolved spec and one
-    JSON per stage and eval with its resolved config and key inputs."""
+PlannedGraph = tuple[Graph, dict[str, Decision]]
+
+
+def _write_graph(graph: Graph, decisions: dict[str, Decision], folder: Path) -> None:
+    write_json(
+        folder / "plan.json",
+        {
+            "spec": graph.name,
+            "spec_file": str(graph.ctx.spec.file.resolve()),
+            "spec_hash": graph.spec_hash,
+            "base_key": graph.base_key,
+            "nodes": plan_table(graph, decisions),
+        },
+    )
+    (folder / "spec.resolved.yaml").write_text(
+        yaml.dump(
+            graph.ctx.data,
+            Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper),
+            sort_keys=False,
+            allow_unicode=True,
+        ),
+        encoding="utf-8",
+    )
+    for stage in graph.stages:
+        write_json(
+            folder / "stages" / f"{stage.name}.json",
+            {
+                "key": stage.key,
+                "config": stage.config,
+                "rows": stage.rows,
+                "key_inputs": stage.inputs,
+            },
+        )
+    for node in graph.evals:
+        write_json(
+            folder / "evals" / f"{node.checkpoint}.json",
+            {"key": node.key, "suite_keys": node.suite_keys, "key_inputs": node.inputs},
+        )
+
+
+def write_plan(plans: list[PlannedGraph], out_dir: Path) -> Path:
+    """Write the plan directory, replacing any earlier one atomically: `plan.json`, the
+    resolved spec and one JSON per stage and eval (resolved config and key inputs). A matrix
+    spec gets one such folder per cell (`seed-0/fraction-1.0/`) and a `matrix.json` index."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        write_json(
-            tmp / "plan.json",
-            {
-                "spec": graph.name,
-                "spec_file": str(graph.ctx.spec.file.resolve()),
-                "spec_hash": graph.spec_hash,
-                "base_key": graph.base_key,
-                "nodes": plan_table(graph, decisions),
-            },
-        )
-        (tmp / "spec.resolved.yaml").write_text(
-            yaml.dump(
-                graph.ctx.data,
-                Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper),
-                sort_keys=False,
-                allow_unicode=True,
-            ),
-            encoding="utf-8",
-        )
-        for stage in graph.stages:
-            write_json(
-                tmp / "stages" / f"{stage.name}.json",
-                {
-                    "key": stage.key,
-                    "config": stage.config,
-                    "rows": stage.rows,
-                    "key_inputs": stage.inputs,
-                },
-            )
-        for node in graph.evals:
-            write_json(
-                tmp / "evals" / f"{node.checkpoint}.json",
-                {"key": node.key, "suite_keys": node.suite_keys, "key_inputs": node.inputs},
-            )
+        if len(plans) == 1 and plans[0][0].ctx.spec.cell is None:
+            _write_graph(*plans[0], tmp)
+        else:
+            cells = []
+            for graph, decisions in plans:
+                folder = graph.name.split("/", 1)[1]
+                _write_graph(graph, decisions, tmp / folder)
+                cells.append({"cell": graph.name, "folder": folder, "spec_hash": graph.spec_hash})
+            write_json(tmp / "matrix.json", {"cells": cells, "distinct": distinct_nodes(plans)})
         if out_dir.exists():
             shutil.rmtree(out_dir)
         tmp.rename(out_dir)
@@ -438,3 +455,15 @@ def write_plan(graph: Graph, decisions: dict[str, Decision], out_dir: Path) -> P
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def distinct_nodes(plans: list[PlannedGraph]) -> dict[str, int]:
+    """Node runs across all cells vs distinct keys among them (what the store would build)."""
+    stage_keys = [s.key for graph, _ in plans for s in graph.stages]
+    eval_keys = [e.key for graph, _ in plans for e in graph.evals]
+    return {
+        "stage_runs": len(stage_keys),
+        "distinct_stages": len(set(stage_keys)),
+        "eval_runs": len(eval_keys),
+        "distinct_evals": len(set(eval_keys)),
+    }

@@ -128,8 +128,8 @@ def test_keys_are_stable_across_processes_and_machines(tmp_path: Path) -> None:
             text=True,
             check=True,
         )
-        plan = json.loads(out.stdout)
-        keys.append((plan["spec_hash"], [(n["node"], n["key"]) for n in plan["nodes"]]))
+        [cell] = json.loads(out.stdout)["cells"]
+        keys.append((cell["spec_hash"], [(n["node"], n["key"]) for n in cell["nodes"]]))
     assert keys[0] == keys[1]
 
 
@@ -156,7 +156,7 @@ def test_decisions_hit_miss_stale_force_skip(write_spec, honly_home) -> None:
 
 def test_plan_directory_contents(write_spec, tmp_path) -> None:
     graph = compile_graph(check_spec(write_spec()))
-    out = write_plan(graph, decide(graph, Store(tmp_path / "store")), tmp_path / "plan")
+    out = write_plan([(graph, decide(graph, Store(tmp_path / "store")))], tmp_path / "plan")
     plan = json.loads((out / "plan.json").read_text())
     assert [n["node"] for n in plan["nodes"]] == [
         "sft",
@@ -172,7 +172,7 @@ def test_plan_directory_contents(write_spec, tmp_path) -> None:
     assert sorted(p.name for p in (out / "evals").iterdir()) == ["base.json", "rl.json", "sft.json"]
     # a second plan replaces the directory instead of mixing old and new files
     (out / "stale.txt").write_text("old")
-    write_plan(graph, decide(graph, Store(tmp_path / "store")), out)
+    write_plan([(graph, decide(graph, Store(tmp_path / "store")))], out)
     assert not (out / "stale.txt").exists()
 
 

@@ -1,0 +1,69 @@
+"""`matrix:` cells: naming, validation of every cell, shared stage keys, plan layout."""
+
+from __future__ import annotations
+
+import json
+
+from honly_spec.check import check_cells
+from honly_spec.matrix import expand
+from honly_spec.plan import compile_graph
+from tests.conftest import MINIMAL
+
+GRID = MINIMAL + ("matrix:\n  seed: [0, 1]\n  stages.rl.reward.compliance.weight: [1.0, 2.0]\n")
+
+
+def test_cell_names_are_readable_and_mlflow_safe() -> None:
+    cells = expand("spec", {"seed": [0, 1], "stages.sft.mix.a.fraction": [0.5, "x y"]})
+    assert [c.name for c in cells] == [
+        "spec/seed-0/fraction-0.5",
+        "spec/seed-0/fraction-x_y",
+        "spec/seed-1/fraction-0.5",
+        "spec/seed-1/fraction-x_y",
+    ]
+    clash = expand("s", {"stages.a.train.epochs": [1], "stages.b.train.epochs": [2]})
+    assert clash[0].name == "s/stages.a.train.epochs-1/stages.b.train.epochs-2"
+
+
+def test_cells_share_keys_where_their_prefix_is_the_same(write_spec) -> None:
+    graphs = [compile_graph(ctx) for ctx in check_cells(write_spec(GRID))]
+    assert [g.name for g in graphs] == [
+        "tiny/seed-0/weight-1.0",
+        "tiny/seed-0/weight-2.0",
+        "tiny/seed-1/weight-1.0",
+        "tiny/seed-1/weight-2.0",
+    ]
+    sft_keys = {g.stages[0].key for g in graphs}
+    rl_keys = {g.stages[1].key for g in graphs}
+    assert len(sft_keys) == 2, "the reward weight does not touch SFT"
+    assert len(rl_keys) == 4
+
+
+def test_a_bad_cell_value_is_reported_once_with_its_origin(write_spec, honly) -> None:
+    spec = write_spec(MINIMAL + "matrix:\n  stages.sft.lora.r: [8, 48]\n  seed: [0, 1]\n")
+    result = honly("validate", spec)
+    assert result.code == 2
+    assert result.err.splitlines() == [
+        "matrix cell: stages.sft.lora.r=48: stages.sft.lora.r: vLLM cannot serve a LoRA of "
+        "rank 48 (max_lora_rank is one of 1, 8, 16, 32, 64, 128, 256, 320, 512); use 32 or 64",
+        "1 problem found",
+    ]
+
+
+def test_plan_writes_one_folder_per_cell(write_spec, honly, tmp_path) -> None:
+    result = honly("plan", write_spec(GRID), "--out", tmp_path / "plan")
+    assert result.code == 0, result.err
+    assert "4 matrix cells" in result.out
+    assert "8 stage runs across cells, 6 distinct" in result.out
+    index = json.loads((tmp_path / "plan" / "matrix.json").read_text())
+    assert index["distinct"] == {
+        "stage_runs": 8,
+        "distinct_stages": 6,
+        "eval_runs": 12,
+        "distinct_evals": 8,
+    }
+    for cell in index["cells"]:
+        plan = json.loads((tmp_path / "plan" / cell["folder"] / "plan.json").read_text())
+        assert plan["spec"] == cell["cell"]
+        assert (
+            "matrix" not in (tmp_path / "plan" / cell["folder"] / "spec.resolved.yaml").read_text()
+        )
