@@ -27,6 +27,15 @@ class Pos:
         return f"{self.file}:{self.line}:{self.col}"
 
 
+def nearest_pos(table: dict[SpecPath, Pos], path: SpecPath, default: Pos) -> Pos:
+    """The position recorded for `path`, or for its closest ancestor that has one."""
+    for end in range(len(path), -1, -1):
+        found = table.get(path[:end])
+        if found is not None:
+            return found
+    return default
+
+
 @dataclass(frozen=True)
 class Diagnostic:
     """One problem: where it is, the dotted spec path it concerns, and a message that says

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from honly_spec.errors import Diagnostic, Pos, SpecError
+from honly_spec.errors import Diagnostic, Pos, SpecError, nearest_pos
 from honly_spec.matrix import Cell
 from honly_spec.paths import SpecPath, format_path, parse_path
 from honly_spec.schema import apply_defaults, marked_paths, matches, spec_schema
@@ -67,11 +67,7 @@ class LoadedSpec:
 
     def pos(self, path: SpecPath) -> Pos:
         """Position of the value at `path`, or of its closest ancestor that has one."""
-        for end in range(len(path), -1, -1):
-            found = self.origins.get(path[:end])
-            if found is not None:
-                return found
-        return Pos(self.label)
+        return nearest_pos(self.origins, path, Pos(self.label))
 
     def key_pos(self, path: SpecPath) -> Pos:
         """Position of the key that introduces `path` (falls back to the value's position)."""

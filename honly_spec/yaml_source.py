@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from honly_spec.errors import Diagnostic, Pos, SpecError
+from honly_spec.errors import Diagnostic, Pos, SpecError, nearest_pos
 from honly_spec.paths import SpecPath
 
 MAX_NODES = 200_000
@@ -120,11 +120,7 @@ class Document:
 
     def pos(self, path: SpecPath) -> Pos:
         """The closest recorded position at or above `path`."""
-        for end in range(len(path), -1, -1):
-            found = self.positions.get(path[:end])
-            if found is not None:
-                return found
-        return Pos(self.source)
+        return nearest_pos(self.positions, path, Pos(self.source))
 
 
 def read_text(path: Path, label: str | None = None) -> str:
