@@ -16,8 +16,9 @@ from typing import Any
 from honly_spec import __version__
 from honly_spec.errors import Diagnostic, SpecError
 from honly_spec.keys import canonical_json
-from honly_spec.loader import load_profile_document, load_spec
+from honly_spec.loader import LoadedSpec, load_profile_document, load_spec
 from honly_spec.matrix import Cell, expand
+from honly_spec.paths import get_path
 from honly_spec.rules import Context, run_rules
 from honly_spec.schema import SPEC_SCHEMA_FILE, profile_schema, schema_dir, spec_schema
 from honly_spec.store import default_home
@@ -52,6 +53,22 @@ def _spec_schema_problems(data: Any, pos: PosLookup, key_pos: PosLookup) -> list
     return problems
 
 
+def _merge_hint(spec: LoadedSpec, problem: Diagnostic) -> Diagnostic:
+    """A mapping whose keys came from different files (a parent and a child) and clash
+    usually wants `!replace`; say so."""
+    value = get_path(spec.data, problem.path)
+    if not problem.message.startswith("pick exactly one") or not isinstance(value, dict):
+        return problem
+    files = {spec.pos((*problem.path, key)).file for key in value if key != "replace"}
+    if len(files) < 2:
+        return problem
+    hint = (
+        f" (its keys come from {', '.join(sorted(files))}: write the entry with `!replace` "
+        "to replace the parent's instead of merging into it)"
+    )
+    return Diagnostic(problem.pos, problem.path, problem.message + hint)
+
+
 def check_spec(
     file: str | Path, overrides: list[str] | tuple[str, ...] = (), cell: Cell | None = None
 ) -> Context:
@@ -63,7 +80,9 @@ def check_spec(
         problems = schema_diagnostics(spec.data, spec_schema(), spec.pos, spec.key_pos)
         raise SpecError([d for d in problems if d.path == ("honly",)])
     ctx = Context(spec)
-    problems = _spec_schema_problems(spec.data, spec.pos, spec.key_pos) + run_rules(ctx)
+    problems = [
+        _merge_hint(spec, d) for d in _spec_schema_problems(spec.data, spec.pos, spec.key_pos)
+    ] + run_rules(ctx)
     if problems:
         raise SpecError(problems)
     return ctx
@@ -81,7 +100,15 @@ def check_cells(file: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         try:
             contexts.append(check_spec(file, overrides, cell))
         except SpecError as error:
-            problems.extend(error.diagnostics)
+            value_positions = {
+                base.spec.pos(("matrix", axis, index)) for axis, index, _ in cell.assignments
+            }
+            problems.extend(
+                d
+                if d.pos in value_positions
+                else Diagnostic(d.pos, d.path, f"{d.message} (in matrix cell {cell.folder})")
+                for d in error.diagnostics
+            )
     if problems:
         unique = {d.render(): d for d in problems}
         raise SpecError(list(unique.values()))

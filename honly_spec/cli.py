@@ -8,6 +8,7 @@ or pandas on these paths, so validate and plan stay fast.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -119,6 +120,9 @@ def _guarded(body: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `honly plan ... | head`: the reader left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -187,6 +191,18 @@ def _check_node_names(graph: Graph, option: str, names: list[str]) -> None:
 
 
 def _plan(args: argparse.Namespace, force: list[str], only: list[str] | None) -> int:
+    excluded = [n for n in force if only and n not in only]
+    if excluded:
+        raise SpecError(
+            [
+                Diagnostic(
+                    Pos(f"--force {n}"),
+                    (),
+                    f"names a node that --only leaves out; add `--only {n}` too",
+                )
+                for n in excluded
+            ]
+        )
     graphs = [compile_graph(ctx) for ctx in check_cells(args.spec, args.overrides)]
     for graph in graphs:
         _check_node_names(graph, "force", force)
@@ -230,7 +246,7 @@ def _plan(args: argparse.Namespace, force: list[str], only: list[str] | None) ->
                 r["status"],
                 detail,
             ]
-            rows.append([graph.name.split("/", 1)[1], *row] if matrix else row)
+            rows.append([graph.ctx.spec.cell.folder, *row] if matrix else row)
     print(table(["cell", *headers] if matrix else headers, rows))
     for graph, decisions in plans:
         for node, decision in decisions.items():

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from honly_spec.errors import Pos
+from honly_spec.errors import Pos, nearest_pos
 from honly_spec.loader import LoadedSpec
 from honly_spec.paths import MISSING, SpecPath, diff_trees
 from honly_spec.plan import Graph, eval_change, eval_node_name, explain_change
@@ -45,11 +45,17 @@ def spec_changes(a: LoadedSpec, b: LoadedSpec) -> list[PathChange]:
             path,
             old,
             new,
-            b.pos(path) if new is not MISSING else a.pos(path),
+            b.pos(path) if new is not MISSING else _removed_at(a, b, path),
             any(matches(p, path[: len(p)]) for p in runtime),
         )
         for path, old, new in diff_trees(a.data, b.data)
     ]
+
+
+def _removed_at(a: LoadedSpec, b: LoadedSpec, path: SpecPath) -> Pos:
+    """Where B dropped a path: its `!delete` marker if it has one, else where A set it."""
+    marker = nearest_pos(b.deleted, path, Pos(""))
+    return marker if marker.file else a.pos(path)
 
 
 def node_verdicts(a: Graph, b: Graph) -> list[NodeVerdict]:
@@ -65,7 +71,11 @@ def node_verdicts(a: Graph, b: Graph) -> list[NodeVerdict]:
         else:
             out.append(
                 NodeVerdict(
-                    stage.name, "re-run", explain_change(stage.name, before.inputs, stage.inputs)
+                    stage.name,
+                    "re-run",
+                    explain_change(
+                        stage.name, before.inputs, stage.inputs, before.after, stage.after
+                    ),
                 )
             )
     new_names = {s.name for s in b.stages}
@@ -79,7 +89,11 @@ def node_verdicts(a: Graph, b: Graph) -> list[NodeVerdict]:
         elif before.key == node.key:
             out.append(NodeVerdict(name, "reused", []))
         else:
-            out.append(NodeVerdict(name, "re-run", eval_change(before.inputs, node.inputs)))
+            out.append(
+                NodeVerdict(
+                    name, "re-run", eval_change(node.checkpoint, before.inputs, node.inputs)
+                )
+            )
     new_checkpoints = {e.checkpoint for e in b.evals}
     out.extend(
         NodeVerdict(eval_node_name(e.checkpoint), "removed", [])

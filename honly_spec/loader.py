@@ -14,6 +14,7 @@ working directory), so a child spec in another folder can extend a parent safely
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,7 @@ class LoadedSpec:
     key_origins: dict[SpecPath, Pos]
     layers: list[Layer] = field(default_factory=list)
     cell: Cell | None = None
+    deleted: dict[SpecPath, Pos] = field(default_factory=dict)  # where `!delete` removed a path
 
     @property
     def label(self) -> str:
@@ -102,6 +104,8 @@ def _plain(value: Any) -> Any:
     """Strip `!replace` wrappers (a value read from one layer, for display)."""
     if isinstance(value, Replace):
         return _plain(value.value)
+    if value is DELETE:
+        return "!delete"
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -129,34 +133,54 @@ def _resolve_file_paths(doc: Document, base: Path) -> None:
     doc.data = visit(doc.data, ())
 
 
-def _merge(
-    parent: Any, child: Any, path: SpecPath, child_doc: Document, errors: list[Diagnostic]
-) -> Any:
-    """Deep-merge `child` onto `parent`, honouring `!replace` and `!delete` markers."""
-    if isinstance(child, Replace):
-        return _merge(None, child.value, path, child_doc, errors)
-    if isinstance(child, dict):
-        out = copy.deepcopy(parent) if isinstance(parent, dict) else {}
-        for key, value in child.items():
-            sub = (*path, key)
-            if value is DELETE:
-                if key in out:
+NOTHING_TO_DELETE = {
+    "root": "`!delete` removes a key set by an `extends` parent, and this spec has none",
+    "replace": "inside `!replace` there is nothing to delete: leave the key out",
+}
+
+
+@dataclass
+class _Merge:
+    """One child document merged onto its parent: collects problems and what was deleted."""
+
+    doc: Document
+    errors: list[Diagnostic] = field(default_factory=list)
+    deleted: dict[SpecPath, Pos] = field(default_factory=dict)
+
+    def merge(self, parent: Any, child: Any, path: SpecPath, mode: str) -> Any:
+        """Deep-merge `child` onto `parent`. `mode`: `parent` (a parent value may exist),
+        `root` (no `extends`), `replace` (under `!replace`)."""
+        if isinstance(child, Replace):
+            return self.merge(None, child.value, path, "replace" if mode == "parent" else mode)
+        if child is DELETE:
+            self.errors.append(
+                Diagnostic(
+                    self.doc.pos(path),
+                    path,
+                    "`!delete` removes a mapping key: write `key: !delete` in an `extends` child",
+                )
+            )
+            return None
+        if isinstance(child, dict):
+            out = copy.deepcopy(parent) if isinstance(parent, dict) else {}
+            for key, value in child.items():
+                sub = (*path, key)
+                if value is not DELETE:
+                    out[key] = self.merge(out.get(key), value, sub, mode)
+                elif key in out:
                     del out[key]
+                    self.deleted[sub] = self.doc.pos(sub)
                 else:
-                    errors.append(
-                        Diagnostic(
-                            child_doc.pos(sub),
-                            sub,
-                            "nothing to delete: the `extends` parent does not set "
-                            f"`{format_path(sub)}`",
-                        )
+                    message = NOTHING_TO_DELETE.get(
+                        mode,
+                        f"nothing to delete: the `extends` parent does not set "
+                        f"`{format_path(sub)}`",
                     )
-                continue
-            out[key] = _merge(out.get(key), value, sub, child_doc, errors)
-        return out
-    if isinstance(child, list):
-        return [_merge(None, v, (*path, i), child_doc, errors) for i, v in enumerate(child)]
-    return child
+                    self.errors.append(Diagnostic(self.doc.pos(sub), sub, message))
+            return out
+        if isinstance(child, list):
+            return [self.merge(None, v, (*path, i), "replace") for i, v in enumerate(child)]
+        return child
 
 
 def _origins_after_merge(
@@ -178,19 +202,19 @@ def _origins_after_merge(
 
 def _load_chain(
     file: Path, stack: tuple[Path, ...], extends_pos: Pos | None
-) -> tuple[Any, dict[SpecPath, Pos], dict[SpecPath, Pos], list[Layer]]:
-    """Load `file` and its ancestors; return merged data, origins, key origins and layers."""
+) -> tuple[Any, dict[SpecPath, Pos], dict[SpecPath, Pos], list[Layer], dict[SpecPath, Pos]]:
+    """Load `file` and its ancestors; return merged data, origins, key origins, layers and
+    the positions of `!delete` markers that removed a parent's value."""
     real = file.resolve()
     if real in stack:
         cycle = " → ".join(display_path(p) for p in (*stack[stack.index(real) :], real))
         raise SpecError([Diagnostic(extends_pos, ("extends",), f"`extends` cycle: {cycle}")])
     if not file.is_file() and extends_pos is not None:
+        problem = "is not a regular file" if file.exists() else "not found"
         raise SpecError(
             [
                 Diagnostic(
-                    extends_pos,
-                    ("extends",),
-                    f"`extends` target not found: {display_path(file)}",
+                    extends_pos, ("extends",), f"`extends` target {problem}: {display_path(file)}"
                 )
             ]
         )
@@ -204,37 +228,60 @@ def _load_chain(
     _resolve_file_paths(doc, file.resolve().parent)
     layer = Layer(doc.source, doc)
     parent_ref = doc.data.get("extends")
-    errors: list[Diagnostic] = []
-    if parent_ref is None or not isinstance(parent_ref, str):
-        merged = _merge(None, doc.data, (), doc, errors)
-        if errors:
-            raise SpecError(errors)
-        return merged, dict(doc.positions), dict(doc.key_positions), [layer]
-    p_data, p_origins, p_keys, p_layers = _load_chain(
+    if parent_ref is not None and not isinstance(parent_ref, str):
+        raise SpecError(
+            [
+                Diagnostic(
+                    doc.pos(("extends",)),
+                    ("extends",),
+                    "`extends` is the path of one parent spec, written as a string",
+                )
+            ]
+        )
+    if parent_ref is None:
+        merging = _Merge(doc)
+        merged = merging.merge(None, doc.data, (), "root")
+        if merging.errors:
+            raise SpecError(merging.errors)
+        return merged, dict(doc.positions), dict(doc.key_positions), [layer], {}
+    p_data, p_origins, p_keys, p_layers, p_deleted = _load_chain(
         Path(parent_ref), (*stack, real), doc.pos(("extends",))
     )
     p_data.pop("extends", None)
-    merged = _merge(p_data, doc.data, (), doc, errors)
-    if errors:
-        raise SpecError(errors)
+    merging = _Merge(doc)
+    merged = merging.merge(p_data, doc.data, (), "parent")
+    if merging.errors:
+        raise SpecError(merging.errors)
     origins = _origins_after_merge(merged, p_origins, doc.positions)
     key_origins = {**p_keys, **doc.key_positions}
-    return merged, origins, key_origins, [*p_layers, layer]
+    return merged, origins, key_origins, [*p_layers, layer], {**p_deleted, **merging.deleted}
 
 
 def _apply_override(
-    data: dict[str, Any], text: str, origins: dict[SpecPath, Pos], cwd: Path, source: str = "--set"
+    data: dict[str, Any],
+    text: str,
+    origins: dict[SpecPath, Pos],
+    cwd: Path,
+    where: Pos | None = None,
 ) -> Layer:
-    """Apply one `dotted.path=value` (value read as YAML) and record its provenance."""
-    label = f"{source} {text}"
-    where = Pos(label)
+    """Apply one `--set dotted.path=value` (value read as YAML) and record its provenance:
+    `where` (default: the `--set` itself); relative file paths resolve against `cwd`."""
+    label = f"--set {text}"
+    where = where or Pos(label)
     if "=" not in text:
         raise SpecError([Diagnostic(where, (), "expected `--set dotted.path=value`")])
     raw_path, raw_value = text.split("=", 1)
     path = parse_path(raw_path)
+    if path[:1] in (("extends",), ("matrix",)):
+        raise SpecError(
+            [Diagnostic(where, path, f"`{path[0]}` can only be set in the spec file itself")]
+        )
     if not raw_path.strip() or any(part == "" for part in path):
         raise SpecError([Diagnostic(where, (), f"`{raw_path}` is not a dotted spec path")])
-    layer_doc = Document(label, _set_plain(path, parse_yaml(raw_value, label).data))
+    parsed = parse_yaml(raw_value, label).data
+    if _has_marker(parsed):
+        raise SpecError([Diagnostic(where, path, "`!replace` and `!delete` belong in spec files")])
+    layer_doc = Document(label, _set_plain(path, parsed))
     _resolve_file_paths(layer_doc, cwd)
     value = _lookup(layer_doc.data, path)[1]
     node: Any = data
@@ -268,6 +315,14 @@ def _apply_override(
     return Layer(label, layer_doc)
 
 
+def _has_marker(value: Any) -> bool:
+    if value is DELETE or isinstance(value, Replace):
+        return True
+    if isinstance(value, dict):
+        return any(_has_marker(v) for v in value.values())
+    return isinstance(value, list) and any(_has_marker(v) for v in value)
+
+
 def _set_plain(path: SpecPath, value: Any) -> Any:
     """A tree holding just `value` at `path` (a list index becomes a mapping key here)."""
     tree: Any = value
@@ -295,17 +350,21 @@ def load_spec(
     file = Path(file)
     if not file.exists():
         raise SpecError([Diagnostic(Pos(str(file)), (), "spec file not found")])
-    data, origins, key_origins, layers = _load_chain(file, (), None)
+    data, origins, key_origins, layers, deleted = _load_chain(file, (), None)
     data.pop("extends", None)
     if cell is not None:
         data.pop("matrix", None)
-        for text in cell.overrides():
-            layers.append(_apply_override(data, text, origins, Path.cwd(), "matrix cell:"))
+        for axis, index, value in cell.assignments:
+            where = origins.get(("matrix", axis, index)) or Pos(f"matrix {axis}")
+            text = f"{axis}={json.dumps(value)}"
+            layers.append(
+                _apply_override(data, text, origins, Path(where.file).resolve().parent, where)
+            )
     for text in overrides:
         layers.append(_apply_override(data, text, origins, Path.cwd()))
     defaulted = apply_defaults(spec_schema(), spec_schema(), data)
     _record_defaults(defaulted, data, origins, ())
-    return LoadedSpec(file, defaulted, origins, key_origins, layers, cell)
+    return LoadedSpec(file, defaulted, origins, key_origins, layers, cell, deleted)
 
 
 def _record_defaults(

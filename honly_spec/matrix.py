@@ -20,12 +20,15 @@ UNSAFE = re.compile(r"[^\w.\-]+")
 
 @dataclass(frozen=True)
 class Cell:
-    name: str
-    assignments: tuple[tuple[str, Any], ...]
+    """One combination: (axis path, index of the value on that axis, value) per axis."""
 
-    def overrides(self) -> list[str]:
-        """The cell's values as `path=value` assignments (JSON is valid YAML)."""
-        return [f"{path}={json.dumps(value)}" for path, value in self.assignments]
+    name: str
+    assignments: tuple[tuple[str, int, Any], ...]
+
+    @property
+    def folder(self) -> str:
+        """The cell's name without the spec name: `seed-0/fraction-1.0`."""
+        return self.name.split("/", 1)[1]
 
 
 def _label(axis: str, axes: list[str]) -> str:
@@ -34,7 +37,8 @@ def _label(axis: str, axes: list[str]) -> str:
     return last if len(clashes) == 1 else axis
 
 
-def _show(value: Any) -> str:
+def value_label(value: Any) -> str:
+    """How a value appears in a cell name."""
     text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
     return UNSAFE.sub("_", text).strip("_") or "_"
 
@@ -44,6 +48,10 @@ def expand(spec_name: str, matrix: dict[str, list[Any]]) -> list[Cell]:
     axes = list(matrix)
     cells = []
     for values in itertools.product(*(matrix[a] for a in axes)):
-        parts = [f"{_label(a, axes)}-{_show(v)}" for a, v in zip(axes, values, strict=True)]
-        cells.append(Cell("/".join([spec_name, *parts]), tuple(zip(axes, values, strict=True))))
+        parts = [f"{_label(a, axes)}-{value_label(v)}" for a, v in zip(axes, values, strict=True)]
+        assignments = tuple(
+            (axis, matrix[axis].index(value), value)
+            for axis, value in zip(axes, values, strict=True)
+        )
+        cells.append(Cell("/".join([spec_name, *parts]), assignments))
     return cells

@@ -55,7 +55,8 @@ def realize(
         if "rows" in entry:
             counts[name] = entry["rows"]
         elif "fraction" in entry:
-            counts[name] = None if size is None else math.floor(entry["fraction"] * size)
+            # the epsilon keeps 0.29 × 100 at 29 despite binary floating point
+            counts[name] = None if size is None else math.floor(entry["fraction"] * size + 1e-9)
             if counts[name] == 0:
                 problems.append(
                     MixProblem(

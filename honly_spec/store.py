@@ -113,8 +113,11 @@ class Store:
         except (OSError, ValueError):
             return None
 
-    def write_ref(self, spec_name: str, node: str, key: str, inputs: dict[str, Any]) -> None:
-        write_json(self.ref_path(spec_name, node), {"key": key, "inputs": inputs})
+    def write_ref(
+        self, spec_name: str, node: str, key: str, inputs: dict[str, Any], after: str | None = None
+    ) -> None:
+        """Remember what a spec's node was last built from (`after`: its parent stage)."""
+        write_json(self.ref_path(spec_name, node), {"key": key, "inputs": inputs, "after": after})
 
 
 def write_json(path: Path, value: Any) -> None:

@@ -167,7 +167,7 @@ def test_plan_directory_contents(write_spec, tmp_path) -> None:
     ]
     assert plan["nodes"][0]["rows"] == {"harmful": 8}
     stage = json.loads((out / "stages" / "rl.json").read_text())
-    assert stage["key_inputs"]["start"] == {"stage": "sft", "key": graph.stages[0].key}
+    assert stage["key_inputs"]["start"] == {"key": graph.stages[0].key}
     assert (out / "spec.resolved.yaml").read_text().startswith("honly: 1")
     assert sorted(p.name for p in (out / "evals").iterdir()) == ["base.json", "rl.json", "sft.json"]
     # a second plan replaces the directory instead of mixing old and new files

@@ -43,7 +43,7 @@ def test_a_bad_cell_value_is_reported_once_with_its_origin(write_spec, honly) ->
     result = honly("validate", spec)
     assert result.code == 2
     assert result.err.splitlines() == [
-        "matrix cell: stages.sft.lora.r=48: stages.sft.lora.r: vLLM cannot serve a LoRA of "
+        "specs/spec.yaml:23:26: stages.sft.lora.r: vLLM cannot serve a LoRA of "
         "rank 48 (max_lora_rank is one of 1, 8, 16, 32, 64, 128, 256, 320, 512); use 32 or 64",
         "1 problem found",
     ]
@@ -67,3 +67,21 @@ def test_plan_writes_one_folder_per_cell(write_spec, honly, tmp_path) -> None:
         assert (
             "matrix" not in (tmp_path / "plan" / cell["folder"] / "spec.resolved.yaml").read_text()
         )
+
+
+def test_duplicate_axis_values_and_cell_context(write_spec, honly) -> None:
+    spec = write_spec(MINIMAL + "matrix:\n  seed: [1, 1]\n")
+    result = honly("validate", spec)
+    assert "gives the same cell name as value [0]" in result.err
+    spec = write_spec(MINIMAL + "matrix:\n  stages.sft.kind: [sft, rl]\n", "kinds.yaml")
+    result = honly("validate", spec)
+    assert result.code == 2
+    assert "(in matrix cell kind-rl)" in result.err
+    assert "kind-sft" not in result.err
+
+
+def test_matrix_file_values_resolve_against_the_spec(write_spec, project, honly, monkeypatch):
+    spec = write_spec(MINIMAL + "matrix:\n  data.heldout.path: [../data/harmful_ood.jsonl]\n")
+    monkeypatch.chdir(project.parent)
+    [ctx] = check_cells(spec)
+    assert ctx.data["data"]["heldout"]["path"] == str(project / "data" / "harmful_ood.jsonl")

@@ -78,7 +78,7 @@ def test_refs_and_json_writes(tmp_path: Path) -> None:
     store = Store(tmp_path)
     assert store.read_ref("spec", "sft") is None
     store.write_ref("spec", "sft", KEY, {"a": 1})
-    assert store.read_ref("spec", "sft") == {"key": KEY, "inputs": {"a": 1}}
+    assert store.read_ref("spec", "sft") == {"key": KEY, "inputs": {"a": 1}, "after": None}
     write_json(tmp_path / "x.json", {"b": [1]})
     assert json.loads((tmp_path / "x.json").read_text()) == {"b": [1]}
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".x.json")] == []
