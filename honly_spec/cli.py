@@ -21,6 +21,7 @@ from honly_spec.errors import Diagnostic, Pos, SpecError
 from honly_spec.loader import display_path
 from honly_spec.paths import format_path, get_path, parse_path
 from honly_spec.plan import Graph, compile_graph, decide, distinct_nodes, plan_table, write_plan
+from honly_spec.progress import make_display
 from honly_spec.store import Store, default_home
 from honly_spec.suggest import did_you_mean
 
@@ -28,7 +29,7 @@ EXIT_USER_ERROR = 2
 EXIT_NOT_AVAILABLE = 3
 
 
-def _add_spec_options(parser: argparse.ArgumentParser) -> None:
+def _add_spec_options(parser: argparse.ArgumentParser, live: bool = False) -> None:
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -37,15 +38,17 @@ def _add_spec_options(parser: argparse.ArgumentParser) -> None:
         metavar="PATH=VALUE",
         help="override a spec value (YAML-typed), e.g. stages.sft.train.learning_rate=2e-5",
     )
-    _add_display(parser)
+    _add_display(parser, live)
 
 
-def _add_display(parser: argparse.ArgumentParser) -> None:
+def _add_display(parser: argparse.ArgumentParser, live: bool = False) -> None:
     parser.add_argument(
         "--display",
-        choices=["plain", "json"],
-        default="plain",
-        help="output for people (plain) or machines (json)",
+        choices=["auto", "rich", "plain", "json"] if live else ["plain", "json"],
+        default="auto" if live else "plain",
+        help="live table (rich; auto = on a terminal), log lines (plain) or JSON (json)"
+        if live
+        else "output for people (plain) or machines (json)",
     )
 
 
@@ -88,7 +91,7 @@ def build_run_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"honly {__version__}")
     parser.add_argument("spec", metavar="SPEC")
-    _add_spec_options(parser)
+    _add_spec_options(parser, live=True)
     _add_plan_options(parser)
     parser.add_argument("--dry-run", action="store_true", help="plan only: run nothing")
     parser.add_argument(
@@ -165,14 +168,19 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _store_for(profile_file: str | None) -> Store:
+def _profile(profile_file: str | None) -> dict:
+    """The runtime profile (validated), with `store` made absolute; {} for the default."""
     if profile_file is None:
-        return Store(default_home() / "store")
+        return {}
     profile = check_profile(profile_file)
     if "store" in profile:
-        root = (Path(profile_file).parent / Path(profile["store"]).expanduser()).resolve()
-        return Store(root)
-    return Store(default_home() / "store")
+        base = Path(profile_file).parent
+        profile["store"] = str((base / Path(profile["store"]).expanduser()).resolve())
+    return profile
+
+
+def _store_for(profile: dict) -> Store:
+    return Store(Path(profile["store"]) if "store" in profile else default_home() / "store")
 
 
 def _check_node_names(graph: Graph, option: str, names: list[str]) -> None:
@@ -191,6 +199,13 @@ def _check_node_names(graph: Graph, option: str, names: list[str]) -> None:
 
 
 def _plan(args: argparse.Namespace, force: list[str], only: list[str] | None) -> int:
+    return _plan_and_show(args, force, only)[0]
+
+
+def _plan_and_show(
+    args: argparse.Namespace, force: list[str], only: list[str] | None, quiet_json: bool = False
+) -> tuple[int, list, Store, dict]:
+    """Validate, key, decide, write the plan directory and show the table."""
     excluded = [n for n in force if only and n not in only]
     if excluded:
         raise SpecError(
@@ -207,10 +222,13 @@ def _plan(args: argparse.Namespace, force: list[str], only: list[str] | None) ->
     for graph in graphs:
         _check_node_names(graph, "force", force)
         _check_node_names(graph, "only", only or [])
-    store = _store_for(args.profile)
+    profile = _profile(args.profile)
+    store = _store_for(profile)
     plans = [(g, decide(g, store, set(force), set(only) if only else None)) for g in graphs]
     family = graphs[0].ctx.data["name"]
     written = write_plan(plans, Path(args.out) if args.out else Path(".honly/plans") / family)
+    if args.display == "json" and quiet_json:
+        return 0, plans, store, profile
     if args.display == "json":
         emit_json(
             {
@@ -224,7 +242,7 @@ def _plan(args: argparse.Namespace, force: list[str], only: list[str] | None) ->
                 "distinct": distinct_nodes(plans),
             }
         )
-        return 0
+        return 0, plans, store, profile
     matrix = len(plans) > 1 or graphs[0].ctx.spec.cell is not None
     print(f"honly plan · {family} ({display_path(args.spec)})", end="")
     print(f" · {len(plans)} matrix cells" if matrix else f" · spec {graphs[0].spec_hash[:12]}")
@@ -261,7 +279,7 @@ def _plan(args: argparse.Namespace, force: list[str], only: list[str] | None) ->
         )
     print()
     print(f"plan written to {display_path(written)}/")
-    return 0
+    return 0, plans, store, profile
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -373,14 +391,49 @@ def cmd_diff(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _plan(args, args.force, args.only or None)
-    _plan(args, args.force, args.only or None)
-    print(
-        "\nhonly-run: executing stages needs the training backends, which this version does "
-        "not include yet; the plan above is what a run will execute. Use --dry-run to plan "
-        "without this message.",
-        file=sys.stderr,
-    )
-    return EXIT_NOT_AVAILABLE
+    from honly_spec import run
+    from honly_spec.launch import StageFailed
+
+    _, plans, store, profile = _plan_and_show(args, args.force, args.only or None, quiet_json=True)
+    display = make_display(args.display)
+    try:
+        for graph, decisions in plans:
+            run.check_runnable(graph, decisions)
+            run.check_selection(graph, decisions, store)
+        runtime = run.Runtime(
+            store=store,
+            python=run.default_python(profile),
+            tracking_uri=run.tracking_uri(plans[0][0].ctx.data, store),
+            display=display,
+        )
+        tracker = run.Tracker(
+            runtime.tracking_uri,
+            run.experiment_name(plans[0][0].ctx.data),
+            store.root / "mlartifacts",
+        )
+        results = {}
+        for graph, decisions in plans:
+            for node in graph.node_names():
+                status = decisions[node].status
+                kind = "eval" if node.startswith("eval[") else graph.stage(node).kind
+                display.add(node, kind, status)
+            results[graph.name] = run.CellRun(graph, decisions, runtime, tracker).run()
+    except run.NotAvailable as error:
+        display.close()
+        print(f"honly-run: {error}", file=sys.stderr)
+        return EXIT_NOT_AVAILABLE
+    except StageFailed as error:
+        display.close()
+        print(f"honly-run: {error}", file=sys.stderr)
+        return run.EXIT_FAILED
+    display.close()
+    for cell, per_checkpoint in results.items():
+        if not per_checkpoint:
+            continue
+        display.message(f"\nresults · {cell} (mean [95% interval] n)")
+        display.message(table(["metric", *per_checkpoint], run.results_table(per_checkpoint)))
+    display.message(f"\nMLflow: mlflow ui --backend-store-uri {runtime.tracking_uri}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ def _text(value: Any, what: str) -> str:
     return value
 
 
-def _prompt_messages(row: dict[str, Any]) -> list[dict[str, str]]:
+def prompt_messages(row: dict[str, Any]) -> list[dict[str, str]]:
     """A prompt as messages ending in a user turn (chat rows drop their final answer)."""
     if "prompt" in row and isinstance(row["prompt"], str):
         return [{"role": "user", "content": _text(row["prompt"], "prompt")}]
@@ -90,12 +90,12 @@ def canonical_row(row: Any, fmt: str, fields: dict[str, str]) -> dict[str, Any]:
     if fmt == "document":
         return {"text": _text(row.get("text"), "text")}
     if fmt == "prompt":
-        out: dict[str, Any] = {"messages": _prompt_messages(row)}
+        out: dict[str, Any] = {"messages": prompt_messages(row)}
         if row.get("label") is not None:
             out["label"] = _text(row["label"], "label")
         return out
     if fmt == "preference":
-        prompt = _prompt_messages(row)
+        prompt = prompt_messages(row)
         answers = {}
         for side in ("chosen", "rejected"):
             value = row.get(side)
@@ -285,10 +285,5 @@ def _output_file(stage: dict[str, Any], fmt: str) -> str:
 def _as_training_row(row: dict[str, Any], fmt: str, stage: dict[str, Any]) -> dict[str, Any]:
     """Online RL trains on prompts only: chat and preference rows keep their prompt part."""
     if mix_use(stage) == "rl" and fmt in ("chat", "preference"):
-        return {"messages": row["prompt"] if fmt == "preference" else _prompt_messages(row)}
+        return {"messages": row["prompt"] if fmt == "preference" else prompt_messages(row)}
     return row
-
-
-def eval_prompts(name: str, source: dict[str, Any]) -> list[list[dict[str, str]]]:
-    """An eval set's prompts as message lists ending in a user turn."""
-    return [_prompt_messages(row) for row in read_source(name, source)]

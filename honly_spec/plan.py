@@ -68,6 +68,9 @@ class Graph:
         """Spec name, or matrix cell name: labels refs in the store and plan directories."""
         return self.ctx.spec.run_name
 
+    def stage(self, name: str) -> StageNode:
+        return next(s for s in self.stages if s.name == name)
+
     def node_names(self) -> list[str]:
         """Stages in run order, then eval nodes."""
         return [s.name for s in self.stages] + [eval_node_name(e.checkpoint) for e in self.evals]

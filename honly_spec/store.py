@@ -75,18 +75,19 @@ class Store:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def commit(
-        self, kind: str, key: str, build: Callable[[Path], dict[str, Any]]
+        self, kind: str, key: str, build: Callable[[Path], dict[str, Any]], replace: bool = False
     ) -> dict[str, Any]:
         """Build an entry in a temporary directory and publish it atomically.
 
         `build(tmp_dir)` writes the outputs and returns the record fields. If another
-        process finished the same key first, its record is returned and nothing is built."""
+        process finished the same key first, its record is returned and nothing is built;
+        with `replace` (`--force`) the entry is rebuilt and swapped in."""
         with self.lock(f"{kind}-{key[:KEY_PREFIX]}"):
             existing = self.lookup(kind, key)
-            if existing is not None:
+            if existing is not None and not replace:
                 return existing
             final = self.entry_dir(kind, key)
-            if final.exists():
+            if final.exists() and existing is None:
                 raise RuntimeError(
                     f"{final} holds a different key (sha256 prefix collision or a damaged "
                     "entry); move it away and rerun"
@@ -98,7 +99,13 @@ class Store:
                 record = {**build(tmp), "key": key, "kind": kind}
                 write_json(tmp / RECORD, record)
                 final.parent.mkdir(parents=True, exist_ok=True)
-                os.rename(tmp, final)
+                if existing is not None:  # replace: move the old entry aside, then drop it
+                    old = tmp_root / f"replaced-{tmp.name}"
+                    os.rename(final, old)
+                    os.rename(tmp, final)
+                    shutil.rmtree(old, ignore_errors=True)
+                else:
+                    os.rename(tmp, final)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise

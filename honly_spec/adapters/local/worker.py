@@ -72,7 +72,10 @@ def prepare_embedded(job: dict[str, Any]) -> dict[str, Any]:
     loaded = AutoModelForCausalLM.from_pretrained(
         str(folder), gguf_file=filename, dtype=torch.float32
     )
-    fresh = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config  # de-quantized above: the copy is plain fp32
+    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     fresh.load_state_dict(loaded.state_dict(), strict=True)
     fresh.generation_config = loaded.generation_config
     out = Path(job["output_dir"])
@@ -426,12 +429,31 @@ TASKS = {
 }
 
 
+def versions() -> dict[str, str]:
+    """Versions of the libraries that shaped this job's output (for the stage record)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": sys.version.split()[0]}
+    for name in ("torch", "transformers", "trl", "peft", "accelerate", "gguf"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
 def main(argv: list[str]) -> int:
-    job = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
+    """Run the job in its file's folder: relative paths in a job are relative to it, so a job
+    stored with its outputs can be re-run by hand."""
+    job_file = Path(argv[0]).resolve()
+    job = json.loads(job_file.read_text(encoding="utf-8"))
+    os.chdir(job_file.parent)
+    Path(job["work_dir"]).mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     start = time.time()
     result = TASKS[job["task"]](job)
     result["seconds"] = round(time.time() - start, 3)
+    result["versions"] = versions()
     Path(job["result"]).write_text(json.dumps(result, default=str), encoding="utf-8")
     emit("done", seconds=result["seconds"])
     return 0

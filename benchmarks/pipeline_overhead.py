@@ -1,0 +1,153 @@
+"""End-to-end cost of the embedded pipeline, and honly's overhead over plain TRL/transformers.
+
+    .venv/bin/python benchmarks/pipeline_overhead.py [--spec specs/quickstart.yaml]
+
+1. Runs `honly-run SPEC` in a fresh HONLY_HOME and prints the wall time of the whole run and
+   of each node (from the store records).
+2. Re-runs it: an unchanged spec should execute nothing.
+3. Repeats the SFT stage and the base-model eval generation with TRL/transformers directly (a
+   standalone script, same data, hyperparameters and LoRA config), and prints honly's time
+   over the direct time for each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+DIRECT = textwrap.dedent(
+    """
+    import json, sys, time
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    task, model_dir, data, out = sys.argv[1:5]
+    torch.set_num_threads(int(sys.argv[5]))
+    torch.manual_seed(0)
+    start = time.time()
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    rows = [json.loads(l) for l in open(data)]
+    if task == "sft":
+        cfg = json.loads(sys.argv[6])
+        t = cfg["train"]
+        args = SFTConfig(output_dir=out, num_train_epochs=t["epochs"], learning_rate=t["learning_rate"],
+                         per_device_train_batch_size=t["batch_size"], max_length=t["seq_len"],
+                         lr_scheduler_type=t["lr_scheduler"], logging_steps=1, save_strategy="no",
+                         report_to=[], seed=0, use_cpu=True, assistant_only_loss=False,
+                         completion_only_loss=True, disable_tqdm=True)
+        ds = Dataset.from_list([{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]}
+                                for r in rows])
+        lora = cfg["lora"]
+        trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
+                             peft_config=LoraConfig(r=lora["r"], lora_alpha=lora["alpha"],
+                                                    target_modules="all-linear", task_type="CAUSAL_LM"))
+        trainer.train()
+    else:
+        tok.padding_side = "left"
+        gen = json.loads(sys.argv[6])
+        for i in range(0, len(rows), 16):
+            batch = tok.apply_chat_template([r["messages"] for r in rows[i:i+16]],
+                add_generation_prompt=True, padding=True, return_tensors="pt", return_dict=True)
+            with torch.no_grad():
+                model.generate(**batch, max_new_tokens=gen["max_new_tokens"], do_sample=False,
+                               pad_token_id=tok.pad_token_id)
+    print(json.dumps({"seconds": time.time() - start}))
+    """
+)
+
+
+def honly_run(spec: str, env: dict[str, str], cwd: Path) -> float:
+    start = time.perf_counter()
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from honly_spec.cli import run_main; sys.exit(run_main(sys.argv[1:]))",
+            spec,
+            "--display",
+            "plain",
+        ],
+        cwd=cwd,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return time.perf_counter() - start
+
+
+def direct(task: str, model: Path, data: Path, config: dict, env: dict[str, str]) -> float:
+    with tempfile.TemporaryDirectory() as out:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                DIRECT,
+                task,
+                str(model),
+                str(data),
+                out,
+                str(os.cpu_count() or 1),
+                json.dumps(config),
+            ],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+    return json.loads(result.stdout.strip().splitlines()[-1])["seconds"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spec", default=str(REPO / "specs" / "quickstart.yaml"))
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as home, tempfile.TemporaryDirectory() as cwd:
+        env = {**os.environ, "HONLY_HOME": home, "HF_HUB_OFFLINE": "1"}
+        first = honly_run(args.spec, env, Path(cwd))
+        second = honly_run(args.spec, env, Path(cwd))
+        store = Path(home) / "store"
+        nodes = []
+        for record_file in sorted(store.glob("*/*/record.json")):
+            record = json.loads(record_file.read_text())
+            seconds = record.get("timings", {}).get("seconds", record.get("seconds"))
+            nodes.append((record["node"], record["kind"], seconds, record_file.parent))
+        print(f"honly-run {Path(args.spec).name} on {os.cpu_count()} CPUs")
+        print(f"  first run (everything built): {first:8.1f} s")
+        print(f"  second run (nothing to do):   {second:8.1f} s")
+        print(f"\n  {'node':<12} {'kind':<6} {'wall s':>8}")
+        for node, kind, seconds, _ in nodes:
+            print(f"  {node:<12} {kind:<6} {seconds:>8.1f}")
+        model_dir = next(store.glob("model/*/weights"))
+        sft = next(n for n in nodes if n[1] == "sft" and n[0] == "sft")
+        sft_record = json.loads((sft[3] / "record.json").read_text())
+        sft_direct = direct(
+            "sft", model_dir, sft[3] / "data" / "chat.jsonl", sft_record["config"], env
+        )
+        base_eval = next(n for n in nodes if n[0] == "eval[base]")
+        generation = json.loads((base_eval[3] / "job.json").read_text())["generation"]
+        eval_direct = direct("generate", model_dir, base_eval[3] / "prompts.jsonl", generation, env)
+        print("\n  same work, honly vs TRL/transformers directly:")
+        print(f"  {'node':<12} {'honly s':>8} {'direct s':>9} {'ratio':>6}")
+        for name, ours, theirs in (
+            ("sft", sft[2], sft_direct),
+            ("eval[base]", base_eval[2], eval_direct),
+        ):
+            print(f"  {name:<12} {ours:>8.1f} {theirs:>9.1f} {ours / theirs:>6.2f}")
+
+
+if __name__ == "__main__":
+    main()

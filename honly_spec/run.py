@@ -1,0 +1,473 @@
+"""`honly-run`: execute a plan — build every node that is not stored, in order, and log it.
+
+For each spec (or matrix cell): the base model is prepared once (the embedded GGUF is
+converted into a store entry keyed like the `base` checkpoint), then every stage in `after`
+order and every eval. A stored node is reused (its MLflow child run is tagged `cached` and
+points at the run that built it); a missing one is built into a temporary directory by the
+backend, in a subprocess, and published atomically. A failed node stops the run: the nodes
+finished before it stay stored, its MLflow run is marked FAILED, and the message names the
+log and its last lines.
+
+Exit status: 0 done, 1 a node failed, 2 a problem in the input, 3 something this version
+cannot run yet (a GPU backend, an eval suite still to come).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from honly_spec import __version__
+from honly_spec.adapters import BACKENDS
+from honly_spec.adapters.local.job import (
+    WORKER_MODULE,
+    Checkpoint,
+    compile_generate,
+    compile_prepare,
+    compile_train,
+)
+from honly_spec.errors import Diagnostic, Pos, SpecError
+from honly_spec.evaluate import prompt_rows, score, unsupported_suites
+from honly_spec.launch import run_tool
+from honly_spec.materialize import materialize_stage
+from honly_spec.plan import BASE, Decision, EvalNode, Graph, StageNode, eval_node_name
+from honly_spec.progress import Display
+from honly_spec.rules import EMBEDDED_MODELS
+from honly_spec.store import Store, write_json
+from honly_spec.tracking import Tracker, flat_params, git_state
+
+EXIT_FAILED = 1
+EXIT_NOT_AVAILABLE = 3
+
+
+class NotAvailable(Exception):
+    """Something the spec asks for that this version cannot run; the message says what."""
+
+
+@dataclass
+class Runtime:
+    """Where and how nodes run (from the profile); never part of a key."""
+
+    store: Store
+    python: str
+    tracking_uri: str
+    display: Display
+    threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+
+
+def check_runnable(graph: Graph, decisions: dict[str, Decision]) -> None:
+    """Refuse up front what cannot run here, before any node is built."""
+    problems = []
+    for stage in graph.stages:
+        if decisions[stage.name].status in ("MISS", "STALE", "FORCE") and stage.backend != "local":
+            problems.append(
+                f"stage `{stage.name}` uses backend `{stage.backend}`, whose launcher is not "
+                f"part of this version (only `local` runs); plan it with --dry-run"
+            )
+    suites = (graph.ctx.data.get("eval") or {}).get("suites") or {}
+    todo = [e for e in graph.evals if decisions[eval_node_name(e.checkpoint)].status != "SKIP"]
+    for suite in unsupported_suites(suites) if todo else []:
+        problems.append(
+            f"eval suite `{suite}` cannot run yet (this version runs refusal, compliance, "
+            "steerability and character, each with `sets`)"
+        )
+    if problems:
+        raise NotAvailable("\n".join(problems))
+
+
+def check_selection(graph: Graph, decisions: dict[str, Decision], store: Store) -> None:
+    """`--only` must not leave out an unstored node that a selected node needs."""
+    problems = []
+    selected = {n for n, d in decisions.items() if d.status != "SKIP"}
+    for stage in graph.stages:
+        needed = stage.after
+        if stage.name in selected and needed and needed not in selected:
+            parent = graph.stage(needed)
+            if store.lookup(parent.kind, parent.key) is None:
+                problems.append((stage.name, needed))
+    for node in graph.evals:
+        name = eval_node_name(node.checkpoint)
+        if name in selected and node.checkpoint != BASE and node.checkpoint not in selected:
+            stage = graph.stage(node.checkpoint)
+            if store.lookup(stage.kind, stage.key) is None:
+                problems.append((name, node.checkpoint))
+    if problems:
+        raise SpecError(
+            [
+                Diagnostic(
+                    Pos(f"--only {who}"),
+                    (),
+                    f"needs `{what}`, which is not stored and --only leaves out; add it",
+                )
+                for who, what in problems
+            ]
+        )
+
+
+class CellRun:
+    """Runs one spec instance (one matrix cell)."""
+
+    def __init__(
+        self, graph: Graph, decisions: dict[str, Decision], runtime: Runtime, tracker: Tracker
+    ):
+        self.graph, self.decisions, self.rt, self.tracker = graph, decisions, runtime, tracker
+        self.data = graph.ctx.data
+        self.checkpoints: dict[str, Checkpoint] = {}
+        self.results: dict[str, dict[str, dict[str, float]]] = {}
+
+    # --- shared -------------------------------------------------------------------------
+
+    def _log_path(self, node: str, key: str) -> Path:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        return self.rt.store.root / "logs" / self.graph.name / f"{node}-{key[:12]}-{stamp}.log"
+
+    def _worker(self, what: str, node: str, job: dict[str, Any], folder: Path, log: Path) -> dict:
+        job_file = folder / "job.json"
+        write_json(job_file, job)
+
+        def on_event(event: dict[str, Any]) -> None:
+            if event.get("event") == "progress":
+                self.rt.display.progress(
+                    node, event.get("step", 0), event.get("total"), event.get("what", "")
+                )
+            elif event.get("event") == "log" and "loss" in event:
+                state = self.rt.display.nodes[node]
+                self.rt.display.progress(
+                    node, state["step"], state["total"], f"loss {event['loss']:.3f}"
+                )
+
+        env = {
+            "HONLY_THREADS": str(self.rt.threads),
+            "TOKENIZERS_PARALLELISM": "false",
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+            "WANDB_MODE": "disabled",
+        }
+        if not self._base_is_hub():
+            env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+        run_tool(what, [self.rt.python, "-m", WORKER_MODULE, str(job_file)], log, on_event, env)
+        return json.loads((folder / job["result"]).read_text(encoding="utf-8"))
+
+    def _base_is_hub(self) -> bool:
+        base = self.data["model"]["base"]
+        return not base.startswith(("embedded:", "/"))
+
+    def _record(
+        self,
+        node: str,
+        kind: str,
+        key: str,
+        inputs: dict,
+        run_id: str,
+        started: float,
+        **extra: Any,
+    ) -> dict[str, Any]:
+        return {
+            "node": node,
+            "spec": self.graph.name,
+            "kind": kind,
+            "key": key,
+            "inputs": inputs,
+            "honly_version": __version__,
+            "mlflow_run_id": run_id,
+            "git": git_state(self.graph.ctx.spec.file.resolve().parent),
+            "timings": {"started": started, "seconds": round(time.time() - started, 3)},
+            **extra,
+        }
+
+    def _publish(self, kind: str, key: str, build, force: bool) -> dict[str, Any]:
+        return self.rt.store.commit(kind, key, build, replace=force)
+
+    # --- base model ---------------------------------------------------------------------
+
+    def base_checkpoint(self) -> Checkpoint:
+        model = self.data["model"]
+        base = model["base"]
+        if not base.startswith("embedded:"):
+            return Checkpoint(base, model.get("revision"))
+        name = base.removeprefix("embedded:")
+        key = self.graph.base_key
+        entry = self.rt.store.entry_dir("model", key)
+        if self.rt.store.lookup("model", key) is None:
+            self.rt.display.add("model", "prepare", "MISS")
+            self.rt.display.started("model")
+            started = time.time()
+
+            def build(tmp: Path) -> dict[str, Any]:
+                job = compile_prepare(name, EMBEDDED_MODELS[name], Path("weights"), Path("work"))
+                result = self._worker(
+                    "embedded model", "model", job, tmp, self._log_path("model", key)
+                )
+                shutil.rmtree(tmp / "work", ignore_errors=True)
+                return {
+                    "node": "model",
+                    "embedded": name,
+                    "package": EMBEDDED_MODELS[name],
+                    "result": result,
+                    "seconds": round(time.time() - started, 3),
+                }
+
+            self.rt.store.commit("model", key, build)
+            self.rt.display.finished("model", "done")
+        return Checkpoint(str(entry / "weights"))
+
+    # --- stages -------------------------------------------------------------------------
+
+    def stage(self, stage: StageNode) -> None:
+        decision = self.decisions[stage.name]
+        parent = self.checkpoints[stage.after or BASE]
+        store = self.rt.store
+        lora = bool(stage.config.get("lora"))
+        record = store.lookup(stage.kind, stage.key)
+        if decision.status == "SKIP":
+            if record is not None:
+                self.checkpoints[stage.name] = parent.after(
+                    store.entry_dir(stage.kind, stage.key) / "model", lora
+                )
+            return
+        display = self.rt.display
+        tags = {
+            "honly.node": stage.name,
+            "honly.kind": stage.kind,
+            "honly.key": stage.key,
+            "honly.backend": stage.backend,
+        }
+        if record is not None and decision.status != "FORCE":
+            with self.tracker.run(
+                stage.name,
+                {
+                    **tags,
+                    "honly.cached": "true",
+                    "honly.source_run_id": str(record.get("mlflow_run_id")),
+                },
+                flat_params(stage.config),
+                nested=True,
+            ):
+                pass
+            display.finished(stage.name, "cached")
+        else:
+            display.started(stage.name)
+            started = time.time()
+            with self.tracker.run(
+                stage.name,
+                {**tags, "honly.cached": "false"},
+                flat_params(stage.config),
+                nested=True,
+            ) as run_id:
+                record = self._publish(
+                    stage.kind,
+                    stage.key,
+                    lambda tmp: self._build_stage(stage, parent, tmp, run_id, started),
+                    force=decision.status == "FORCE",
+                )
+                self.tracker.metrics({"train_loss": record["result"]["train_loss"]})
+            display.finished(stage.name, "done", f"loss {record['result']['train_loss']:.3f}")
+        store.write_ref(self.graph.name, stage.name, stage.key, stage.inputs, stage.after)
+        self.checkpoints[stage.name] = parent.after(
+            store.entry_dir(stage.kind, stage.key) / "model", lora
+        )
+
+    def _build_stage(
+        self, stage: StageNode, parent: Checkpoint, tmp: Path, run_id: str, started: float
+    ) -> dict[str, Any]:
+        seed = stage.inputs["config"]["seed"]
+        sources = self.data["data"]
+        manifest = materialize_stage(stage.name, stage.config, sources, seed, tmp / "data")
+        files = {Path(name).stem: f"data/{name}" for name in manifest["outputs"]}
+        job = compile_train(stage.config, seed, parent, files, Path("model"), Path("work"))
+        result = self._worker(
+            f"stage {stage.name}", stage.name, job, tmp, self._log_path(stage.name, stage.key)
+        )
+        shutil.rmtree(tmp / "work" / "trainer", ignore_errors=True)
+        history = result.pop("log_history", [])
+        write_json(tmp / "train_log.json", history)
+        for entry in history:
+            if "loss" in entry:
+                self.tracker.metrics({"loss": entry["loss"]}, step=int(entry.get("step", 0)))
+        return self._record(
+            stage.name,
+            stage.kind,
+            stage.key,
+            stage.inputs,
+            run_id,
+            started,
+            backend=BACKENDS[stage.backend].tool,
+            config=stage.config,
+            manifest=manifest,
+            result=result,
+            parent=parent.as_job(),
+        )
+
+    # --- evals --------------------------------------------------------------------------
+
+    def evaluate(self, node: EvalNode) -> None:
+        name = eval_node_name(node.checkpoint)
+        decision = self.decisions[name]
+        if decision.status == "SKIP":
+            return
+        kind, store, display = "eval", self.rt.store, self.rt.display
+        record = store.lookup(kind, node.key)
+        tags = {
+            "honly.node": name,
+            "honly.kind": kind,
+            "honly.key": node.key,
+            "honly.checkpoint": node.checkpoint,
+        }
+        eval_config = self.data["eval"]
+        params = flat_params(
+            {
+                "generation": eval_config["generation"],
+                "judge": {
+                    k: v for k, v in eval_config["judge"].items() if k not in ("api_key_env",)
+                },
+            }
+        )
+        cached = record is not None and decision.status != "FORCE"
+        if not cached:
+            display.started(name)
+        started = time.time()
+        with self.tracker.run(
+            name,
+            {
+                **tags,
+                "honly.cached": str(cached).lower(),
+                "honly.source_run_id": str((record or {}).get("mlflow_run_id")),
+            },
+            params,
+            nested=True,
+        ) as run_id:
+            if not cached:
+                record = self._publish(
+                    kind,
+                    node.key,
+                    lambda tmp: self._build_eval(node, tmp, run_id, started),
+                    force=decision.status == "FORCE",
+                )
+            entry = store.entry_dir(kind, node.key)
+            metrics = json.loads((entry / "results.json").read_text(encoding="utf-8"))
+            self.tracker.metrics(_metric_values(metrics))
+            self.tracker.artifact(entry / "results.json")
+            self.tracker.artifact(entry / "samples.jsonl")
+        self.results[node.checkpoint] = metrics
+        display.finished(name, "cached" if cached else "done")
+        store.write_ref(self.graph.name, name, node.key, node.inputs)
+
+    def _build_eval(self, node: EvalNode, tmp: Path, run_id: str, started: float) -> dict:
+        eval_config = self.data["eval"]
+        suites = eval_config["suites"]
+        generation = {**eval_config["generation"]}
+        generation.setdefault("seed", self.data["seed"])
+        rows = prompt_rows(suites, self.data["data"], generation["seed"])
+        with (tmp / "prompts.jsonl").open("w", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps({"id": row["id"], "messages": row["messages"]}) + "\n")
+        job = compile_generate(
+            self.checkpoints[node.checkpoint],
+            Path("prompts.jsonl"),
+            generation,
+            Path("generations.jsonl"),
+            Path("work"),
+        )
+        name = eval_node_name(node.checkpoint)
+        result = self._worker(
+            f"eval of {node.checkpoint}", name, job, tmp, self._log_path(name, node.key)
+        )
+        with (tmp / "generations.jsonl").open(encoding="utf-8") as handle:
+            generations = [json.loads(line) for line in handle if line.strip()]
+        metrics, samples = score(suites, rows, generations)
+        write_json(tmp / "results.json", metrics)
+        with (tmp / "samples.jsonl").open("w", encoding="utf-8") as handle:
+            for sample in samples:
+                handle.write(json.dumps(sample, ensure_ascii=False) + "\n")
+        return self._record(
+            name,
+            "eval",
+            node.key,
+            node.inputs,
+            run_id,
+            started,
+            checkpoint=node.checkpoint,
+            result=result,
+            suites=node.suite_keys,
+        )
+
+    # --- the whole cell -----------------------------------------------------------------
+
+    def run(self) -> dict[str, dict[str, dict[str, float]]]:
+        graph = self.graph
+        tags = {
+            "honly.spec": self.data["name"],
+            "honly.cell": graph.name,
+            "honly.spec_hash": graph.spec_hash,
+            "honly.spec_file": str(graph.ctx.spec.file),
+            **{f"honly.key.{s.name}": s.key for s in graph.stages},
+            **git_state(graph.ctx.spec.file.resolve().parent),
+        }
+        params = flat_params(
+            {
+                "model": self.data["model"],
+                "seed": self.data["seed"],
+                **{f"stages.{s.name}": s.config for s in graph.stages},
+            }
+        )
+        with self.tracker.run(graph.name, tags, params):
+            self.checkpoints[BASE] = self.base_checkpoint()
+            for stage in graph.stages:
+                self.stage(stage)
+            for node in graph.evals:
+                self.evaluate(node)
+            self.tracker.metrics(
+                {
+                    f"{checkpoint}/{metric}": summary["mean"]
+                    for checkpoint, metrics in self.results.items()
+                    for metric, summary in metrics.items()
+                }
+            )
+        return self.results
+
+
+def _metric_values(metrics: dict[str, dict[str, float]]) -> dict[str, float]:
+    out = {}
+    for name, summary in metrics.items():
+        out[name] = summary["mean"]
+        for part in ("n", "ci_low", "ci_high"):
+            out[f"{name}/{part}"] = summary[part]
+    return out
+
+
+def results_table(results: dict[str, dict[str, dict[str, float]]]) -> list[list[str]]:
+    """Rows = metrics, columns = checkpoints; each cell `mean [low, high] n=N`."""
+    metrics = sorted({m for per in results.values() for m in per})
+    rows = []
+    for metric in metrics:
+        row = [metric]
+        for checkpoint in results:
+            s = results[checkpoint].get(metric)
+            row.append(
+                f"{s['mean']:.2f} [{s['ci_low']:.2f}, {s['ci_high']:.2f}] n={s['n']}" if s else "-"
+            )
+        rows.append(row)
+    return rows
+
+
+def tracking_uri(data: dict[str, Any], store: Store) -> str:
+    """The spec's MLflow URI, or a sqlite database inside the store."""
+    configured = ((data.get("tracking") or {}).get("mlflow") or {}).get("uri")
+    return configured or f"sqlite:///{store.root / 'mlflow.db'}"
+
+
+def experiment_name(data: dict[str, Any]) -> str:
+    """One MLflow experiment per spec family: `tracking.mlflow.experiment` or the name."""
+    return ((data.get("tracking") or {}).get("mlflow") or {}).get("experiment") or data["name"]
+
+
+def default_python(profile: dict[str, Any]) -> str:
+    env = (profile.get("envs") or {}).get("local") or {}
+    if "image" in env:
+        raise NotAvailable("running the local backend in a container is not supported yet")
+    return os.path.expanduser(env.get("python", sys.executable))

@@ -1,0 +1,131 @@
+"""End to end on the embedded model: `honly-run specs/ci_smoke.yaml` trains, evaluates and
+logs for real (CPU, a few minutes), then a second run executes nothing.
+
+The run happens once per module; the tests read what it left: the store, the records,
+the MLflow database, the printed results.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch", reason="the local backend's packages are not installed")
+
+from honly_spec import cli  # noqa: E402
+from tests.conftest import REPO  # noqa: E402
+
+SPEC = REPO / "specs" / "ci_smoke.yaml"
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory):
+    home = tmp_path_factory.mktemp("pipeline_home")
+    work = tmp_path_factory.mktemp("pipeline_cwd")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("HONLY_HOME", str(home))
+    patch.chdir(work)
+    try:
+        first = cli.run_main([str(SPEC), "--display", "plain"])
+        logs_after_first = sorted((home / "store" / "logs").rglob("*.log"))
+        second = cli.run_main([str(SPEC), "--display", "plain"])
+        logs_after_second = sorted((home / "store" / "logs").rglob("*.log"))
+        yield {
+            "home": home,
+            "store": home / "store",
+            "codes": (first, second),
+            "logs": (logs_after_first, logs_after_second),
+        }
+    finally:
+        patch.undo()
+
+
+def records(store: Path, kind: str) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((store / kind).glob("*/record.json"))]
+
+
+def results(store: Path) -> dict[str, dict]:
+    out = {}
+    for record in records(store, "eval"):
+        entry = store / "eval" / record["key"][:12]
+        out[record["checkpoint"]] = json.loads((entry / "results.json").read_text())
+    return out
+
+
+def test_run_succeeds_and_rerun_executes_nothing(pipeline) -> None:
+    assert pipeline["codes"] == (0, 0)
+    first, second = pipeline["logs"]
+    assert len(first) == 6, "model + sft + rl + three evals each ran once"
+    assert second == first, "the second run started no backend process"
+
+
+def test_store_records_describe_each_node(pipeline) -> None:
+    store = pipeline["store"]
+    [sft] = records(store, "sft")
+    [rl] = records(store, "rl")
+    assert sft["manifest"]["sources"]["harmful"]["realized"] == 24
+    assert sft["result"]["steps"] > 0 and sft["result"]["versions"]["trl"] == "1.16.0"
+    assert rl["parent"]["adapters"] == [str(store / "sft" / sft["key"][:12] / "model")]
+    assert rl["result"]["reward_calls"] > 0
+    for record in (sft, rl):
+        entry = store / record["kind"] / record["key"][:12]
+        job = json.loads((entry / "job.json").read_text())
+        assert job["output_dir"] == "model", "jobs are re-runnable from their entry"
+        assert (entry / "model" / "adapter_model.safetensors").is_file()
+        assert record["mlflow_run_id"]
+    assert not list((store / "tmp").iterdir()), "no half-written entries"
+
+
+def test_training_moved_the_metrics(pipeline) -> None:
+    found = results(pipeline["store"])
+    base, sft = found["base"], found["sft"]
+    character = "character/character_prompts/consistency"
+    assert sft[character]["mean"] > base[character]["mean"]
+    refusal = "refusal/harmful_heldout/refusal_rate"
+    assert sft[refusal]["mean"] < base[refusal]["mean"]
+    for summary in sft.values():
+        assert summary["n"] > 0 and summary["ci_low"] <= summary["mean"] <= summary["ci_high"]
+
+
+def test_mlflow_holds_parent_and_nested_stage_runs(pipeline) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{pipeline['store'] / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("honly-quickstart")
+    runs = client.search_runs([experiment.experiment_id], max_results=100)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 2 and {p.data.tags["honly.cell"] for p in parents} == {"ci-smoke"}
+    first = min(parents, key=lambda r: r.info.start_time)
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == first.info.run_id]
+    by_node = {r.data.tags["honly.node"]: r for r in children}
+    assert set(by_node) == {"sft", "rl", "eval[base]", "eval[sft]", "eval[rl]"}
+    assert by_node["sft"].data.params["train.learning_rate"] == "0.001"
+    assert by_node["sft"].data.tags["honly.cached"] == "false"
+    assert first.data.tags["honly.key.sft"] == by_node["sft"].data.tags["honly.key"]
+    assert "honly.git_commit" in first.data.tags or "honly.spec_hash" in first.data.tags
+    evaluated = by_node["eval[sft]"]
+    assert "character/character_prompts/consistency" in evaluated.data.metrics
+    assert "character/character_prompts/consistency/n" in evaluated.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(evaluated.info.run_id)}
+    assert {"samples.jsonl", "results.json"} <= artifacts
+    assert "sft/character/character_prompts/consistency" in first.data.metrics
+    second = max(parents, key=lambda r: r.info.start_time)
+    cached = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == second.info.run_id]
+    assert {r.data.tags["honly.cached"] for r in cached} == {"true"}
+    sft_cached = next(r for r in cached if r.data.tags["honly.node"] == "sft")
+    assert sft_cached.data.tags["honly.source_run_id"] == by_node["sft"].info.run_id
+
+
+def test_a_crashing_stage_fails_cleanly_and_keeps_finished_work(pipeline, capsys) -> None:
+    store = pipeline["store"]
+    before = {p.name for p in (store / "sft").iterdir()}
+    code = cli.run_main([str(SPEC), "--display", "plain", "--set", "stages.sft.train.seq_len=16"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "stage sft failed (exit status 1); log: " in err
+    assert "no training sequence fits seq_len=16" in err
+    assert {p.name for p in (store / "sft").iterdir()} == before, "nothing half-written"
+    assert not list((store / "tmp").iterdir())
+    assert (store / "model").is_dir(), "the prepared base model is kept"
