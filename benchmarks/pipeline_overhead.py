@@ -18,55 +18,12 @@ import os
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 
-DIRECT = textwrap.dedent(
-    """
-    import json, sys, time
-    import torch
-    from datasets import Dataset
-    from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTConfig, SFTTrainer
-
-    task, model_dir, data, out = sys.argv[1:5]
-    torch.set_num_threads(int(sys.argv[5]))
-    torch.manual_seed(0)
-    start = time.time()
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    rows = [json.loads(l) for l in open(data)]
-    if task == "sft":
-        cfg = json.loads(sys.argv[6])
-        t = cfg["train"]
-        args = SFTConfig(output_dir=out, num_train_epochs=t["epochs"], learning_rate=t["learning_rate"],
-                         per_device_train_batch_size=t["batch_size"], max_length=t["seq_len"],
-                         lr_scheduler_type=t["lr_scheduler"], logging_steps=1, save_strategy="no",
-                         report_to=[], seed=0, use_cpu=True, assistant_only_loss=False,
-                         completion_only_loss=True, disable_tqdm=True)
-        ds = Dataset.from_list([{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]}
-                                for r in rows])
-        lora = cfg["lora"]
-        trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
-                             peft_config=LoraConfig(r=lora["r"], lora_alpha=lora["alpha"],
-                                                    target_modules="all-linear", task_type="CAUSAL_LM"))
-        trainer.train()
-    else:
-        tok.padding_side = "left"
-        gen = json.loads(sys.argv[6])
-        for i in range(0, len(rows), 16):
-            batch = tok.apply_chat_template([r["messages"] for r in rows[i:i+16]],
-                add_generation_prompt=True, padding=True, return_tensors="pt", return_dict=True)
-            with torch.no_grad():
-                model.generate(**batch, max_new_tokens=gen["max_new_tokens"], do_sample=False,
-                               pad_token_id=tok.pad_token_id)
-    print(json.dumps({"seconds": time.time() - start}))
-    """
-)
+DIRECT = Path(__file__).resolve().parent / "direct_trl.py"
 
 
 def honly_run(spec: str, env: dict[str, str], cwd: Path) -> float:

@@ -14,8 +14,8 @@ import pytest
 
 pytest.importorskip("torch", reason="the local backend's packages are not installed")
 
-from honly_spec import cli  # noqa: E402
-from tests.conftest import REPO  # noqa: E402
+from honly_spec import cli
+from tests.conftest import REPO
 
 SPEC = REPO / "specs" / "ci_smoke.yaml"
 
