@@ -16,7 +16,7 @@ from typing import Any
 from honly_spec.adapters import BACKENDS
 from honly_spec.data import SourceInfo, SourceProblem, describe_source
 from honly_spec.errors import Diagnostic
-from honly_spec.loader import LoadedSpec
+from honly_spec.loader import DEFAULT_POS, LoadedSpec
 from honly_spec.matrix import value_label
 from honly_spec.mix import FORMATS_BY_USE, mix_field, mix_use, realize
 from honly_spec.paths import SpecPath, parse_path
@@ -238,7 +238,7 @@ def reward_fits_algorithm(ctx: Context) -> Iterator[Diagnostic]:
         reward = stage.get("reward")
         if stage.get("algorithm") == "dpo":
             for key in ("reward", "rollout"):
-                if key in stage:
+                if key in stage and ctx.spec.pos(("stages", name, key)) != DEFAULT_POS:
                     yield ctx.at(
                         ("stages", name, key),
                         f"`{key}` does not apply to dpo, which learns from preference pairs",

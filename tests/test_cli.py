@@ -141,10 +141,13 @@ def test_run_dry_run_and_node_selection(honly, write_spec) -> None:
     assert result.code == 2 and "did you mean `sft`?" in result.err
 
 
-def test_run_without_backends_says_so(honly, write_spec) -> None:
-    result = honly(write_spec(), run=True)
+def test_run_refuses_what_it_cannot_run_before_starting(honly, monkeypatch, honly_home) -> None:
+    monkeypatch.chdir(REPO)
+    result = honly("specs/naive.yaml", "--display", "plain", run=True)
     assert result.code == 3
-    assert "not include yet" in result.err
+    assert "stage `sft` uses backend `axolotl`" in result.err
+    assert "eval suite `capability` cannot run yet" in result.err
+    assert not (honly_home / "store" / "mlflow.db").exists(), "refused before any work"
 
 
 BAD_INPUTS = {

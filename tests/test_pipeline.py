@@ -57,14 +57,16 @@ def results(store: Path) -> dict[str, dict]:
 def test_run_succeeds_and_rerun_executes_nothing(pipeline) -> None:
     assert pipeline["codes"] == (0, 0)
     first, second = pipeline["logs"]
-    assert len(first) == 6, "model + sft + rl + three evals each ran once"
+    assert len(first) == 7, "model, sft, dpo, rl and three evals each ran once"
     assert second == first, "the second run started no backend process"
 
 
 def test_store_records_describe_each_node(pipeline) -> None:
     store = pipeline["store"]
     [sft] = records(store, "sft")
-    [rl] = records(store, "rl")
+    rl = next(r for r in records(store, "rl") if r["node"] == "rl")
+    dpo = next(r for r in records(store, "rl") if r["node"] == "dpo")
+    assert dpo["result"]["pairs"] == 4 and dpo["result"]["steps"] == 1
     assert sft["manifest"]["sources"]["harmful"]["realized"] == 24
     assert sft["result"]["steps"] > 0 and sft["result"]["versions"]["trl"] == "1.16.0"
     assert rl["parent"]["adapters"] == [str(store / "sft" / sft["key"][:12] / "model")]
@@ -100,7 +102,7 @@ def test_mlflow_holds_parent_and_nested_stage_runs(pipeline) -> None:
     first = min(parents, key=lambda r: r.info.start_time)
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == first.info.run_id]
     by_node = {r.data.tags["honly.node"]: r for r in children}
-    assert set(by_node) == {"sft", "rl", "eval[base]", "eval[sft]", "eval[rl]"}
+    assert set(by_node) == {"sft", "dpo", "rl", "eval[base]", "eval[sft]", "eval[rl]"}
     assert by_node["sft"].data.params["train.learning_rate"] == "0.001"
     assert by_node["sft"].data.tags["honly.cached"] == "false"
     assert first.data.tags["honly.key.sft"] == by_node["sft"].data.tags["honly.key"]

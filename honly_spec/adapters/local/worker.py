@@ -267,6 +267,23 @@ def sft(job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _largest_divisor(n: int, at_most: int) -> int:
+    return max(d for d in range(1, min(n, max(1, at_most)) + 1) if n % d == 0)
+
+
+def grpo_batches(prompts: int, rollout: dict[str, Any], train: dict[str, Any]) -> dict[str, int]:
+    """Batch sizes TRL accepts, as close to the spec as the prompt count allows.
+
+    A rollout batch samples `samples_per_prompt` responses for up to `rollout.batch_size`
+    prompts (never more prompts than exist); an optimizer step uses `train.batch_size`
+    responses, adjusted down to a divisor of the rollout batch; the micro batch divides that."""
+    group = rollout["samples_per_prompt"]
+    generation = min(rollout["batch_size"], prompts) * group
+    per_step = _largest_divisor(generation, train["batch_size"])
+    micro = _largest_divisor(per_step, train.get("micro_batch_size") or per_step)
+    return {"generation_batch": generation, "responses_per_step": per_step, "micro_batch": micro}
+
+
 def grpo(job: dict[str, Any]) -> dict[str, Any]:
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
@@ -293,11 +310,18 @@ def grpo(job: dict[str, Any]) -> dict[str, Any]:
         calls["n"] += len(scores)
         return scores
 
+    shape = grpo_batches(len(rows), rollout, train)
+    emit("note", **shape)
+    args = _common_args(job, shape["responses_per_step"])
+    args.update(
+        per_device_train_batch_size=shape["micro_batch"],
+        gradient_accumulation_steps=shape["responses_per_step"] // shape["micro_batch"],
+    )
     config = GRPOConfig(
-        **_common_args(job, train["batch_size"]),
+        **args,
         num_train_epochs=train["episodes"],
         num_generations=rollout["samples_per_prompt"],
-        generation_batch_size=rollout["batch_size"] * rollout["samples_per_prompt"],
+        generation_batch_size=shape["generation_batch"],
         max_completion_length=rollout["max_new_tokens"],
         temperature=rollout["temperature"],
         top_p=rollout["top_p"],
@@ -316,6 +340,7 @@ def grpo(job: dict[str, Any]) -> dict[str, Any]:
     _save(trainer.model, tokenizer, Path(job["output_dir"]), bool(job.get("lora")))
     return {
         "prompts": len(rows),
+        "batches": shape,
         "reward_calls": calls["n"],
         "steps": trainer.state.global_step,
         "train_loss": result.training_loss,
