@@ -8,7 +8,6 @@ from honly_spec.adapters.local.job import Checkpoint, compile_generate, compile_
 from honly_spec.adapters.local.worker import grpo_batches
 from honly_spec.check import check_spec
 from honly_spec.plan import compile_graph
-from tests.conftest import MINIMAL
 
 
 def test_checkpoint_chain() -> None:
