@@ -114,6 +114,7 @@ class RichDisplay(Display):
     def _render(self):
         from rich.progress_bar import ProgressBar
         from rich.table import Table
+        from rich.text import Text
 
         table = Table(box=None, padding=(0, 1))
         for column in ("node", "kind", "status", "progress", "elapsed", ""):
@@ -126,12 +127,12 @@ class RichDisplay(Display):
             running = state["status"] == "running" and state["start"]
             elapsed = time.monotonic() - state["start"] if running else state["elapsed"]
             table.add_row(
-                node,
+                Text(node),
                 state["kind"],
                 state["status"],
                 bar,
                 f"{elapsed:.1f}s" if elapsed is not None else "",
-                state["note"],
+                Text(state["note"]),
             )
         return table
 
@@ -155,7 +156,7 @@ class RichDisplay(Display):
         self._refresh()
 
     def message(self, text: str) -> None:
-        self.console.print(text)
+        self.console.print(text, markup=False, highlight=False, soft_wrap=True)
 
     def close(self) -> None:
         self._refresh()
