@@ -51,8 +51,7 @@ def direct(task: str, model: Path, data: Path, config: dict, env: dict[str, str]
         result = subprocess.run(
             [
                 sys.executable,
-                "-c",
-                DIRECT,
+                str(DIRECT),
                 task,
                 str(model),
                 str(data),

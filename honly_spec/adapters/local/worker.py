@@ -195,6 +195,17 @@ def _progress_callback(total_hint: int):
     return Progress()
 
 
+def _train_and_save(trainer, tokenizer, job: dict[str, Any]) -> dict[str, Any]:
+    """Train, save the adapter (or weights) to the job's output, report what happened."""
+    result = trainer.train()
+    _save(trainer.model, tokenizer, Path(job["output_dir"]), bool(job.get("lora")))
+    return {
+        "steps": trainer.state.global_step,
+        "train_loss": result.training_loss,
+        "log_history": trainer.state.log_history,
+    }
+
+
 def _common_args(job: dict[str, Any], batch: int) -> dict[str, Any]:
     train = job["train"]
     micro = min(train.get("micro_batch_size") or batch, batch)
@@ -256,14 +267,10 @@ def sft(job: dict[str, Any]) -> dict[str, Any]:
         peft_config=peft_config,
         callbacks=[_progress_callback(steps)],
     )
-    result = trainer.train()
-    _save(trainer.model, tokenizer, Path(job["output_dir"]), peft_config is not None)
     return {
         "sequences": len(examples),
         "dropped_too_long": dropped,
-        "steps": trainer.state.global_step,
-        "train_loss": result.training_loss,
-        "log_history": trainer.state.log_history,
+        **_train_and_save(trainer, tokenizer, job),
     }
 
 
@@ -336,16 +343,8 @@ def grpo(job: dict[str, Any]) -> dict[str, Any]:
         peft_config=_lora_config(job["lora"]) if job.get("lora") else None,
         callbacks=[_progress_callback(len(rows))],
     )
-    result = trainer.train()
-    _save(trainer.model, tokenizer, Path(job["output_dir"]), bool(job.get("lora")))
-    return {
-        "prompts": len(rows),
-        "batches": shape,
-        "reward_calls": calls["n"],
-        "steps": trainer.state.global_step,
-        "train_loss": result.training_loss,
-        "log_history": trainer.state.log_history,
-    }
+    trained = _train_and_save(trainer, tokenizer, job)
+    return {"prompts": len(rows), "batches": shape, "reward_calls": calls["n"], **trained}
 
 
 def dpo(job: dict[str, Any]) -> dict[str, Any]:
@@ -377,14 +376,7 @@ def dpo(job: dict[str, Any]) -> dict[str, Any]:
         peft_config=_lora_config(job["lora"]) if job.get("lora") else None,
         callbacks=[_progress_callback(len(rows))],
     )
-    result = trainer.train()
-    _save(trainer.model, tokenizer, Path(job["output_dir"]), bool(job.get("lora")))
-    return {
-        "pairs": len(rows),
-        "steps": trainer.state.global_step,
-        "train_loss": result.training_loss,
-        "log_history": trainer.state.log_history,
-    }
+    return {"pairs": len(rows), **_train_and_save(trainer, tokenizer, job)}
 
 
 # --- generation ---------------------------------------------------------------------------
