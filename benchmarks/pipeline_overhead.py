@@ -79,7 +79,7 @@ def main() -> None:
         nodes = []
         for record_file in sorted(store.glob("*/*/record.json")):
             record = json.loads(record_file.read_text())
-            seconds = record.get("timings", {}).get("seconds", record.get("seconds"))
+            seconds = record["timings"]["seconds"]
             nodes.append((record["node"], record["kind"], seconds, record_file.parent))
         print(f"honly-run {Path(args.spec).name} on {os.cpu_count()} CPUs")
         print(f"  first run (everything built): {first:8.1f} s")

@@ -180,9 +180,6 @@ class CellRun:
             **extra,
         }
 
-    def _publish(self, kind: str, key: str, build, force: bool) -> dict[str, Any]:
-        return self.rt.store.commit(kind, key, build, replace=force)
-
     # --- base model ---------------------------------------------------------------------
 
     def base_checkpoint(self) -> Checkpoint:
@@ -209,7 +206,7 @@ class CellRun:
                     "embedded": name,
                     "package": EMBEDDED_MODELS[name],
                     "result": result,
-                    "seconds": round(time.time() - started, 3),
+                    "timings": {"started": started, "seconds": round(time.time() - started, 3)},
                 }
 
             self.rt.store.commit("model", key, build)
@@ -259,11 +256,11 @@ class CellRun:
                 flat_params(stage.config),
                 nested=True,
             ) as run_id:
-                record = self._publish(
+                record = self.rt.store.commit(
                     stage.kind,
                     stage.key,
                     lambda tmp: self._build_stage(stage, parent, tmp, run_id, started),
-                    force=decision.status == "FORCE",
+                    replace=decision.status == "FORCE",
                 )
                 self.tracker.metrics({"train_loss": record["result"]["train_loss"]})
             display.finished(stage.name, "done", f"loss {record['result']['train_loss']:.3f}")
@@ -342,11 +339,11 @@ class CellRun:
             nested=True,
         ) as run_id:
             if not cached:
-                record = self._publish(
+                record = self.rt.store.commit(
                     kind,
                     node.key,
                     lambda tmp: self._build_eval(node, tmp, run_id, started),
-                    force=decision.status == "FORCE",
+                    replace=decision.status == "FORCE",
                 )
             entry = store.entry_dir(kind, node.key)
             metrics = json.loads((entry / "results.json").read_text(encoding="utf-8"))
