@@ -17,7 +17,7 @@ from pathlib import Path
 HUB_SOURCE = re.compile(
     r"^hf:(?P<repo>[^@#\s/]+/[^@#\s/]+)(?:@(?P<revision>[^#\s]+))?(?:#(?P<split>\S+))?$"
 )
-LOCAL_SUFFIXES = (".jsonl", ".json")
+LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ def describe_source(path: str) -> SourceInfo:
         raise SourceProblem(f"{path} is not a file")
     if file.suffix not in LOCAL_SUFFIXES:
         raise SourceProblem(
-            f"unsupported data file type `{file.suffix or '(none)'}`; use .jsonl or .json"
+            f"unsupported data file type `{file.suffix or '(none)'}`; use .jsonl, .json or .parquet"
         )
     try:
         return SourceInfo({"sha256": sha256_file(file)}, count_rows(file))
@@ -69,8 +69,22 @@ def sha256_file(file: Path) -> str:
     return digest.hexdigest()
 
 
+def parquet_module():
+    """pyarrow.parquet, or a SourceProblem saying how to get it."""
+    try:
+        import pyarrow.parquet
+    except ImportError:
+        raise SourceProblem("reading Parquet needs the `pyarrow` package") from None
+    return pyarrow.parquet
+
+
 def count_rows(file: Path) -> int:
-    """Rows in a JSONL file (non-blank lines) or a JSON file holding a list."""
+    """Rows in a JSONL file (non-blank lines), a JSON list, or a Parquet file (metadata)."""
+    if file.suffix == ".parquet":
+        try:
+            return parquet_module().read_metadata(file).num_rows
+        except OSError as exc:
+            raise SourceProblem(f"{file} is not a readable Parquet file: {exc}") from None
     if file.suffix == ".jsonl":
         with file.open("rb") as handle:
             return sum(1 for line in handle if line.strip())

@@ -21,7 +21,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from honly_spec.data import HUB_SOURCE, sha256_file
+from honly_spec.data import HUB_SOURCE, SourceProblem, parquet_module, sha256_file
 from honly_spec.errors import Diagnostic, Pos, SpecError
 from honly_spec.keys import canonical_json
 from honly_spec.loader import display_path
@@ -112,6 +112,12 @@ def _raw_rows(path: str, source_label: str) -> list[tuple[int, Any]]:
     if path.startswith("hf:"):
         return list(enumerate(_hub_rows(path), start=1))
     file = Path(path)
+    if file.suffix == ".parquet":
+        try:
+            table = parquet_module().read_table(file)
+        except (SourceProblem, OSError) as exc:
+            raise SpecError([Diagnostic(Pos(source_label), (), str(exc))]) from None
+        return list(enumerate(table.to_pylist(), start=1))
     try:
         text = file.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:

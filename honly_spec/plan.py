@@ -416,6 +416,12 @@ def plan_table(graph: Graph, decisions: dict[str, Decision]) -> list[dict[str, A
 PlannedGraph = tuple[Graph, dict[str, Decision]]
 
 
+def yaml_text(data: Any) -> str:
+    """A resolved spec as YAML, keys in their written order."""
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    return yaml.dump(data, Dumper=dumper, sort_keys=False, allow_unicode=True)
+
+
 def _write_graph(graph: Graph, decisions: dict[str, Decision], folder: Path) -> None:
     write_json(
         folder / "plan.json",
@@ -427,15 +433,7 @@ def _write_graph(graph: Graph, decisions: dict[str, Decision], folder: Path) -> 
             "nodes": plan_table(graph, decisions),
         },
     )
-    (folder / "spec.resolved.yaml").write_text(
-        yaml.dump(
-            graph.ctx.data,
-            Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper),
-            sort_keys=False,
-            allow_unicode=True,
-        ),
-        encoding="utf-8",
-    )
+    (folder / "spec.resolved.yaml").write_text(yaml_text(graph.ctx.data), encoding="utf-8")
     for stage in graph.stages:
         write_json(
             folder / "stages" / f"{stage.name}.json",

@@ -32,11 +32,21 @@ from honly_spec.adapters.local.job import (
     compile_prepare,
     compile_train,
 )
+from honly_spec.data import sha256_file
 from honly_spec.errors import Diagnostic, Pos, SpecError
 from honly_spec.evaluate import prompt_rows, score, unsupported_suites
 from honly_spec.launch import run_tool
 from honly_spec.materialize import materialize_stage
-from honly_spec.plan import BASE, Decision, EvalNode, Graph, StageNode, eval_node_name
+from honly_spec.plan import (
+    BASE,
+    Decision,
+    EvalNode,
+    Graph,
+    StageNode,
+    eval_node_name,
+    plan_table,
+    yaml_text,
+)
 from honly_spec.progress import Display
 from honly_spec.rules import EMBEDDED_MODELS
 from honly_spec.store import Store, write_json
@@ -206,6 +216,10 @@ class CellRun:
                     "embedded": name,
                     "package": EMBEDDED_MODELS[name],
                     "result": result,
+                    "gguf_sha256": sha256_file(Path(result["gguf"])),
+                    "weights_sha256": {
+                        f.name: sha256_file(f) for f in sorted((tmp / "weights").iterdir())
+                    },
                     "timings": {"started": started, "seconds": round(time.time() - started, 3)},
                 }
 
@@ -413,6 +427,8 @@ class CellRun:
             }
         )
         with self.tracker.run(graph.name, tags, params):
+            self.tracker.text(yaml_text(self.data), "spec.resolved.yaml")
+            self.tracker.text(json.dumps(plan_table(graph, self.decisions), indent=2), "plan.json")
             self.checkpoints[BASE] = self.base_checkpoint()
             for stage in graph.stages:
                 self.stage(stage)

@@ -113,5 +113,8 @@ class Tracker:
     def tags(self, values: dict[str, str]) -> None:
         self.mlflow.set_tags(values)
 
+    def text(self, content: str, name: str) -> None:
+        self.mlflow.log_text(content, name)
+
     def artifact(self, path: Path, folder: str | None = None) -> None:
         self.mlflow.log_artifact(str(path), artifact_path=folder)

@@ -113,3 +113,16 @@ def test_rl_prompts_drop_answers(tmp_path: Path) -> None:
     materialize_stage("rl", stage, sources, 0, tmp_path / "out")
     rows = [json.loads(x) for x in (tmp_path / "out" / "prompts.jsonl").read_text().splitlines()]
     assert all(r["messages"][-1]["role"] == "user" for r in rows) and len(rows) == 3
+
+
+def test_parquet_sources(tmp_path: Path) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow
+
+    from honly_spec.data import describe_source
+
+    path = tmp_path / "p.parquet"
+    pq.write_table(pyarrow.Table.from_pylist([{"goal": "q1"}, {"goal": "q2"}]), path)
+    assert describe_source(str(path)).rows == 2
+    rows = read_source("p", {"path": str(path), "format": "prompt", "fields": {"prompt": "goal"}})
+    assert rows[1] == {"messages": [{"role": "user", "content": "q2"}]}
