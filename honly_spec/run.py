@@ -297,9 +297,9 @@ class CellRun:
         shutil.rmtree(tmp / "work" / "trainer", ignore_errors=True)
         history = result.pop("log_history", [])
         write_json(tmp / "train_log.json", history)
-        for entry in history:
-            if "loss" in entry:
-                self.tracker.metrics({"loss": entry["loss"]}, step=int(entry.get("step", 0)))
+        self.tracker.series(
+            "loss", [(int(e.get("step", 0)), e["loss"]) for e in history if "loss" in e]
+        )
         return self._record(
             stage.name,
             stage.kind,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import re
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,17 @@ class Tracker:
         items = list(clean.items())
         for start in range(0, len(items), 900):
             self.mlflow.log_metrics(dict(items[start : start + 900]), step=step)
+
+    def series(self, name: str, points: list[tuple[int, float]]) -> None:
+        """A whole metric history (e.g. the training loss per step) in batched requests."""
+        from mlflow.entities import Metric
+
+        run_id = self.mlflow.active_run().info.run_id
+        stamp = int(time.time() * 1000)
+        metrics = [Metric(safe_name(name), float(v), stamp, int(s)) for s, v in points]
+        client = self.mlflow.tracking.MlflowClient()
+        for start in range(0, len(metrics), 900):
+            client.log_batch(run_id, metrics=metrics[start : start + 900])
 
     def tags(self, values: dict[str, str]) -> None:
         self.mlflow.set_tags(values)

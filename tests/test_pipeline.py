@@ -63,6 +63,9 @@ def test_run_succeeds_and_rerun_executes_nothing(pipeline) -> None:
 
 def test_store_records_describe_each_node(pipeline) -> None:
     store = pipeline["store"]
+    [model] = records(store, "model")
+    assert set(model["weights_sha256"]) >= {"model.safetensors", "config.json"}
+    assert len(model["gguf_sha256"]) == 64
     [sft] = records(store, "sft")
     rl = next(r for r in records(store, "rl") if r["node"] == "rl")
     dpo = next(r for r in records(store, "rl") if r["node"] == "dpo")
@@ -113,6 +116,9 @@ def test_mlflow_holds_parent_and_nested_stage_runs(pipeline) -> None:
     artifacts = {a.path for a in client.list_artifacts(evaluated.info.run_id)}
     assert {"samples.jsonl", "results.json"} <= artifacts
     assert "sft/character/character_prompts/consistency" in first.data.metrics
+    assert {"spec.resolved.yaml", "plan.json"} <= {
+        a.path for a in client.list_artifacts(first.info.run_id)
+    }
     second = max(parents, key=lambda r: r.info.start_time)
     cached = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == second.info.run_id]
     assert {r.data.tags["honly.cached"] for r in cached} == {"true"}
