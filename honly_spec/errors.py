@@ -62,8 +62,3 @@ class SpecError(Exception):
     def __init__(self, diagnostics: list[Diagnostic]):
         self.diagnostics = sorted(diagnostics, key=Diagnostic.order)
         super().__init__("\n".join(d.render() for d in self.diagnostics))
-
-
-def fail(pos: Pos | None, path: SpecPath, message: str) -> SpecError:
-    """Shorthand for the common case of a single diagnostic."""
-    return SpecError([Diagnostic(pos, path, message)])

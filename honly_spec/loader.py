@@ -39,14 +39,6 @@ def display_path(path: Path | str) -> str:
 
 
 @dataclass
-class Layer:
-    """One contributor to the resolved spec, lowest precedence first."""
-
-    label: str
-    doc: Document
-
-
-@dataclass
 class LoadedSpec:
     """A resolved spec and where each of its values came from."""
 
@@ -54,7 +46,7 @@ class LoadedSpec:
     data: dict[str, Any]
     origins: dict[SpecPath, Pos]
     key_origins: dict[SpecPath, Pos]
-    layers: list[Layer] = field(default_factory=list)
+    layers: list[Document] = field(default_factory=list)  # every contributor, lowest first
     cell: Cell | None = None
     deleted: dict[SpecPath, Pos] = field(default_factory=dict)  # where `!delete` removed a path
 
@@ -79,10 +71,10 @@ class LoadedSpec:
         """Every layer that wrote `path`, lowest precedence first, with the value it wrote."""
         out = []
         for layer in self.layers:
-            if path in layer.doc.positions:
-                found, value = _lookup(layer.doc.data, path)
+            if path in layer.positions:
+                found, value = _lookup(layer.data, path)
                 if found:
-                    out.append((layer.doc.positions[path], value))
+                    out.append((layer.positions[path], value))
         return out
 
 
@@ -202,7 +194,7 @@ def _origins_after_merge(
 
 def _load_chain(
     file: Path, stack: tuple[Path, ...], extends_pos: Pos | None
-) -> tuple[Any, dict[SpecPath, Pos], dict[SpecPath, Pos], list[Layer], dict[SpecPath, Pos]]:
+) -> tuple[Any, dict[SpecPath, Pos], dict[SpecPath, Pos], list[Document], dict[SpecPath, Pos]]:
     """Load `file` and its ancestors; return merged data, origins, key origins, layers and
     the positions of `!delete` markers that removed a parent's value."""
     real = file.resolve()
@@ -226,7 +218,6 @@ def _load_chain(
             [Diagnostic(doc.pos(()), (), "a spec is a YAML mapping (`key: value` lines)")]
         )
     _resolve_file_paths(doc, file.resolve().parent)
-    layer = Layer(doc.source, doc)
     parent_ref = doc.data.get("extends")
     if parent_ref is not None and not isinstance(parent_ref, str):
         raise SpecError(
@@ -243,7 +234,7 @@ def _load_chain(
         merged = merging.merge(None, doc.data, (), "root")
         if merging.errors:
             raise SpecError(merging.errors)
-        return merged, dict(doc.positions), dict(doc.key_positions), [layer], {}
+        return merged, dict(doc.positions), dict(doc.key_positions), [doc], {}
     p_data, p_origins, p_keys, p_layers, p_deleted = _load_chain(
         Path(parent_ref), (*stack, real), doc.pos(("extends",))
     )
@@ -254,7 +245,7 @@ def _load_chain(
         raise SpecError(merging.errors)
     origins = _origins_after_merge(merged, p_origins, doc.positions)
     key_origins = {**p_keys, **doc.key_positions}
-    return merged, origins, key_origins, [*p_layers, layer], {**p_deleted, **merging.deleted}
+    return merged, origins, key_origins, [*p_layers, doc], {**p_deleted, **merging.deleted}
 
 
 def _apply_override(
@@ -263,7 +254,7 @@ def _apply_override(
     origins: dict[SpecPath, Pos],
     cwd: Path,
     where: Pos | None = None,
-) -> Layer:
+) -> Document:
     """Apply one `--set dotted.path=value` (value read as YAML) and record its provenance:
     `where` (default: the `--set` itself); relative file paths resolve against `cwd`."""
     label = f"--set {text}"
@@ -312,7 +303,7 @@ def _apply_override(
     for end in range(1, len(path)):
         origins.setdefault(path[:end], where)
     layer_doc.positions = {sub: where for sub in _subpaths(value, path)}
-    return Layer(label, layer_doc)
+    return layer_doc
 
 
 def _has_marker(value: Any) -> bool:

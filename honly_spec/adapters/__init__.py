@@ -18,7 +18,6 @@ class Backend:
     kinds: frozenset[str]
     algorithms: frozenset[str]
     tool: str
-    summary: str
 
 
 BACKENDS: dict[str, Backend] = {
@@ -29,21 +28,18 @@ BACKENDS: dict[str, Backend] = {
             frozenset({"sft", "rl"}),
             frozenset({"grpo", "dpo"}),
             "trl==1.16.0",
-            "transformers/TRL/peft in a subprocess on CPU or one GPU",
         ),
         Backend(
             "axolotl",
             frozenset({"sft"}),
             frozenset(),
             "axolotl==0.21.0",
-            "Axolotl SFT with accelerate/torchrun, DeepSpeed or FSDP2",
         ),
         Backend(
             "openrlhf",
             frozenset({"rl"}),
             frozenset({"grpo", "reinforce", "rloo", "ppo", "dpo"}),
             "openrlhf==0.11.2",
-            "OpenRLHF RL on Ray with vLLM rollouts",
         ),
     )
 }
