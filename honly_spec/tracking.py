@@ -40,23 +40,17 @@ def flat_params(config: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def _git(folder: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(folder), *args], capture_output=True, text=True, check=True, timeout=10
+    ).stdout.strip()
+
+
 def git_state(folder: Path) -> dict[str, str]:
     """Commit and dirty flag of the repository holding `folder`, if any."""
     try:
-        commit = subprocess.run(
-            ["git", "-C", str(folder), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(folder), "status", "--porcelain"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
+        commit = _git(folder, "rev-parse", "HEAD")
+        dirty = _git(folder, "status", "--porcelain")
     except (OSError, subprocess.SubprocessError):
         return {}
     return {"honly.git_commit": commit, "honly.git_dirty": str(bool(dirty)).lower()}

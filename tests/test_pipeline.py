@@ -109,7 +109,9 @@ def test_mlflow_holds_parent_and_nested_stage_runs(pipeline) -> None:
     assert by_node["sft"].data.params["train.learning_rate"] == "0.001"
     assert by_node["sft"].data.tags["honly.cached"] == "false"
     assert first.data.tags["honly.key.sft"] == by_node["sft"].data.tags["honly.key"]
-    assert "honly.git_commit" in first.data.tags or "honly.spec_hash" in first.data.tags
+    assert len(first.data.tags["honly.git_commit"]) == 40
+    assert first.data.tags["honly.git_dirty"] in ("true", "false")
+    assert len(first.data.tags["honly.spec_hash"]) == 64
     evaluated = by_node["eval[sft]"]
     assert "character/character_prompts/consistency" in evaluated.data.metrics
     assert "character/character_prompts/consistency/n" in evaluated.data.metrics
