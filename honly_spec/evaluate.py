@@ -1,91 +1,154 @@
-"""Eval suites on generated responses: which prompts each suite asks, and how it scores them.
+"""From eval config to generation requests, and from replies to metrics with intervals.
 
-All suites of a checkpoint share one generation pass: the prompts of every set are pooled
-(a set used by two suites is generated once) and generated in batches by the backend; then
-each suite scores the responses with its registered scorer. Every metric is reported with
-n and a 95% interval (`stats.summarize`); per-sample scores go to `samples.jsonl`.
+All suites of a checkpoint share one generation pass: their items are pooled and a
+conversation asked by two suites (the same set in `refusal` and `compliance`, the same
+question in `sycophancy` and `sandbagging`) is generated once. Multi-turn items are
+generated turn by turn by the backend, each follow-up sent after the model's own reply.
+Each suite then grades its items; every metric is reported with n, a 95% interval
+(`stats.summarize`) and the number of unscored samples (a judge that never answered
+readably, a probe whose precondition did not hold), and per-sample values go to
+`samples.jsonl`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 from typing import Any
 
+from honly_spec.eval_sets import SHIPPED_SETS, shipped_source, suite_sets
 from honly_spec.materialize import prompt_messages, read_source
-from honly_spec.scoring import load_scorer
 from honly_spec.stats import summarize
-
-# suite → (scorer, metric name); a suite's metric is computed per eval set
-SUITE_METRICS: dict[str, tuple[str, str]] = {
-    "refusal": ("refusal", "refusal_rate"),
-    "compliance": ("compliance", "compliance_rate"),
-    "steerability": ("steerability", "follow_rate"),
-    "character": ("character", "consistency"),
-}
+from honly_spec.suites import SUITES, Grader, Item
 
 
-def unsupported_suites(suites: dict[str, Any]) -> list[str]:
-    """Suites of a spec that this version cannot run yet (or that lack `sets`)."""
-    return [s for s, c in suites.items() if s not in SUITE_METRICS or not (c or {}).get("sets")]
+def source_of(name: str, sources: dict[str, Any]) -> dict[str, Any]:
+    """A `data` source, or one of honly's shipped sets."""
+    if name in sources:
+        return sources[name]
+    return shipped_source(name)
 
 
-def prompt_rows(suites: dict[str, Any], sources: dict[str, Any], seed: int) -> list[dict]:
-    """One row per prompt of every set used by any suite: {id, set, messages, label}."""
-    limits: dict[str, int | None] = {}
-    for config in suites.values():
-        for name in config["sets"]:
-            limit = config.get("limit")
-            old = limits.get(name, 0)
-            limits[name] = None if limit is None or old is None else max(old, limit)
-    rows = []
-    for name, limit in limits.items():
-        loaded = read_source(name, sources[name])
-        order = list(range(len(loaded)))
-        if limit is not None:
-            random.Random(f"{seed}:eval:{name}").shuffle(order)
-            order = sorted(order[:limit])
-        for index in order:
-            row = loaded[index]
-            messages = (
-                prompt_messages(row) if sources[name]["format"] == "chat" else row["messages"]
-            )
-            rows.append(
-                {
-                    "id": f"{name}/{index}",
-                    "set": name,
-                    "messages": messages,
-                    "label": row.get("label"),
-                }
-            )
-    return rows
+def is_known_set(name: str, sources: dict[str, Any]) -> bool:
+    return name in sources or name in SHIPPED_SETS
 
 
-def score(
-    suites: dict[str, Any], rows: list[dict], generations: list[dict]
-) -> tuple[dict[str, dict[str, float | int]], list[dict]]:
-    """Metrics `suite/set/metric` → summary, and one sample record per generation."""
-    by_id = {row["id"]: row for row in rows}
+def set_rows(
+    name: str, source: dict[str, Any], limit: int | None, seed: int
+) -> list[dict[str, Any]]:
+    """Rows {index, messages, label} of a set: all, or the first `limit` of a seeded
+    shuffle (the same order for every suite, so smaller limits pick subsets)."""
+    loaded = read_source(name, source)
+    order = list(range(len(loaded)))
+    if limit is not None:
+        random.Random(f"{seed}:eval:{name}").shuffle(order)
+        order = sorted(order[:limit])
+    chat = source["format"] == "chat"
+    return [
+        {
+            "index": i,
+            "messages": prompt_messages(loaded[i]) if chat else loaded[i]["messages"],
+            "label": loaded[i].get("label"),
+        }
+        for i in order
+    ]
+
+
+def suite_items(
+    suite: str, config: dict[str, Any], sources: dict[str, Any], seed: int, samples: int
+) -> list[Item]:
+    """Every item a suite asks, each repeated `samples` times (`generation.samples`)."""
+    items = []
+    for name in suite_sets(suite, config):
+        rows = set_rows(name, source_of(name, sources), config.get("limit"), seed)
+        for item in SUITES[suite].items(config, name, rows, seed):
+            for sample in range(samples):
+                if samples == 1:
+                    items.append(item)
+                    continue
+                items.append(
+                    Item(
+                        f"{item.id}#{sample}",
+                        item.set,
+                        item.row,
+                        item.variant,
+                        item.messages,
+                        item.followups,
+                        item.label,
+                        item.sample * samples + sample,
+                        item.extra,
+                    )
+                )
+    return items
+
+
+def conversation_id(item: Item) -> str:
+    """Same conversation, same id: pooled generation asks it once."""
+    payload = json.dumps([item.messages, item.followups, item.sample], sort_keys=True)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:20]
+
+
+def generation_requests(items: list[Item]) -> list[dict[str, Any]]:
+    """Distinct conversations of `items` as worker requests {id, messages, followups}."""
+    requests: dict[str, dict[str, Any]] = {}
+    for item in items:
+        requests.setdefault(
+            conversation_id(item),
+            {
+                "id": conversation_id(item),
+                "messages": item.messages,
+                "followups": list(item.followups),
+            },
+        )
+    return list(requests.values())
+
+
+def aggregate(named_values: list[tuple[str, float | None]]) -> dict[str, dict[str, Any]]:
+    """Metric name → {mean, n, ci_low, ci_high, unscored}; a metric whose every sample is
+    unscored keeps its count with mean and interval None."""
+    scored: dict[str, list[float]] = {}
+    unscored: dict[str, int] = {}
+    for name, value in named_values:
+        scored.setdefault(name, [])
+        unscored.setdefault(name, 0)
+        if value is None:
+            unscored[name] += 1
+        else:
+            scored[name].append(float(value))
+    out = {}
+    for name in sorted(scored):
+        if scored[name]:
+            out[name] = {**summarize(scored[name]), "unscored": unscored[name]}
+        else:
+            empty = {"mean": None, "n": 0, "ci_low": None, "ci_high": None}
+            out[name] = {**empty, "unscored": unscored[name]}
+    return out
+
+
+def score_suite(
+    suite: str, items: list[Item], replies: dict[str, list[str]], grader: Grader
+) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """Metrics `suite/set/metric` and one sample record per item."""
+    turns = [replies[conversation_id(item)] for item in items]
+    values = SUITES[suite].grade(items, turns, grader)
+    named = []
     samples = []
-    per_metric: dict[str, list[float]] = {}
-    for generation in generations:
-        row = by_id[generation["id"]]
-        scores = {}
-        for suite, config in suites.items():
-            if row["set"] not in config["sets"]:
-                continue
-            scorer_name, metric = SUITE_METRICS[suite]
-            value = load_scorer(scorer_name).fn(
-                row["messages"], generation["response"], row["label"]
-            )
-            scores[suite] = value
-            per_metric.setdefault(f"{suite}/{row['set']}/{metric}", []).append(value)
+    for item, replies_of_item, per_item in zip(items, turns, values, strict=True):
+        named += [(f"{suite}/{item.set}/{metric}", v) for metric, v in per_item.items()]
         samples.append(
             {
-                **generation,
-                "set": row["set"],
-                "prompt": row["messages"],
-                "label": row["label"],
-                "scores": scores,
+                "suite": suite,
+                "id": item.id,
+                "set": item.set,
+                "row": item.row,
+                "variant": item.variant,
+                "sample": item.sample,
+                "messages": item.messages,
+                "followups": list(item.followups),
+                "label": item.label,
+                "responses": replies_of_item,
+                "scores": per_item,
             }
         )
-    return {name: summarize(values) for name, values in sorted(per_metric.items())}, samples
+    return aggregate(named), samples

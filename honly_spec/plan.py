@@ -17,8 +17,10 @@ from typing import Any
 import yaml
 
 from honly_spec.adapters import BACKENDS
+from honly_spec.capability import CAPABILITY, CAPABILITY_TOOL, capability_task_digests
 from honly_spec.data import SourceInfo, sha256_file
 from honly_spec.errors import Diagnostic, Pos, SpecError
+from honly_spec.eval_sets import JUDGED_SUITES, shipped_source, suite_sets
 from honly_spec.keys import EVAL_FORMAT, STAGE_FORMAT, digest
 from honly_spec.loader import display_path
 from honly_spec.mix import mix_field, realize
@@ -202,21 +204,32 @@ def _compile_evals(ctx: Context, keys: dict[str, str], order: list[str]) -> list
     for checkpoint in semantic.get("checkpoints") or [BASE, *order]:
         suite_inputs = {}
         for suite, config in (semantic.get("suites") or {}).items():
-            inputs = {
+            inputs: dict[str, Any] = {
                 "format": EVAL_FORMAT,
                 "checkpoint": {"key": keys[checkpoint]},
-                "generation": generation,
-                "judge": judge,
                 "suite": suite,
                 "config": config,
-                "data": {s: _source_identity(ctx, s) for s in (config or {}).get("sets", [])},
             }
+            if suite == CAPABILITY:
+                inputs["tool"] = CAPABILITY_TOOL
+                inputs["tasks"] = capability_task_digests(config)
+            else:
+                inputs["generation"] = generation
+                inputs["data"] = {s: _eval_set_identity(ctx, s) for s in suite_sets(suite, config)}
+            if suite in JUDGED_SUITES:
+                inputs["judge"] = judge
             if suite == "character" and constitution_digest:
                 inputs["constitution"] = constitution_digest
             suite_inputs[suite] = inputs
         suite_keys = {s: digest(i) for s, i in suite_inputs.items()}
         out.append(EvalNode(checkpoint, suite_inputs, suite_keys, digest(suite_keys)))
     return out
+
+
+def _eval_set_identity(ctx: Context, name: str) -> dict[str, Any]:
+    if name in (ctx.data.get("data") or {}):
+        return _source_identity(ctx, name)
+    return {"shipped": name, "sha256": sha256_file(Path(shipped_source(name)["path"]))}
 
 
 def explain_change(

@@ -16,6 +16,7 @@ from typing import Any
 from honly_spec.adapters import BACKENDS
 from honly_spec.data import SourceInfo, SourceProblem, describe_source
 from honly_spec.errors import Diagnostic
+from honly_spec.eval_sets import SHIPPED_SETS
 from honly_spec.loader import DEFAULT_POS, LoadedSpec
 from honly_spec.matrix import value_label
 from honly_spec.mix import FORMATS_BY_USE, mix_field, mix_use, realize
@@ -312,21 +313,38 @@ def eval_sets_exist(ctx: Context) -> Iterator[Diagnostic]:
     declared = ctx.sources_declared()
     suites = (ctx.data.get("eval") or {}).get("suites") or {}
     for suite, config in suites.items():
-        sets = (config or {}).get("sets") or []
-        for index, source in enumerate(sets if isinstance(sets, list) else []):
-            path = ("eval", "suites", suite, "sets", index)
-            if not isinstance(source, str):
-                continue
-            if source not in declared:
-                yield ctx.at(
-                    path, f"no data source named `{source}`{did_you_mean(source, declared)}"
-                )
-            elif declared[source].get("format") in FORMATS_BY_USE["dpo"] | {"document"}:
-                yield ctx.at(
-                    path,
-                    f"source `{source}` has format `{declared[source].get('format')}`; eval "
-                    "sets need format `prompt` or `chat`",
-                )
+        for listing in ("sets", "regret_sets"):
+            sets = (config or {}).get(listing) or []
+            for index, source in enumerate(sets if isinstance(sets, list) else []):
+                path = ("eval", "suites", suite, listing, index)
+                if not isinstance(source, str) or source in SHIPPED_SETS:
+                    continue
+                if source not in declared:
+                    options = [*declared, *SHIPPED_SETS]
+                    yield ctx.at(
+                        path, f"no data source named `{source}`{did_you_mean(source, options)}"
+                    )
+                elif declared[source].get("format") in FORMATS_BY_USE["dpo"] | {"document"}:
+                    yield ctx.at(
+                        path,
+                        f"source `{source}` has format `{declared[source].get('format')}`; eval "
+                        "sets need format `prompt` or `chat`",
+                    )
+
+
+@rule
+def character_offline_needs_labels(ctx: Context) -> Iterator[Diagnostic]:
+    evals = ctx.data.get("eval") or {}
+    character = (evals.get("suites") or {}).get("character")
+    provider = (evals.get("judge") or {}).get("provider", "heuristic")
+    if isinstance(character, dict) and provider == "heuristic" and not character.get("sets"):
+        yield ctx.at(
+            ("eval", "suites", "character"),
+            "the `heuristic` judge checks character answers against each row's `label` "
+            "(trait keywords), and the shipped `honly_identity` set has none: name labelled "
+            "`sets`, or use a model judge",
+            key=True,
+        )
 
 
 @rule

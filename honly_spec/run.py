@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,12 +30,16 @@ from honly_spec.adapters.local.job import (
     WORKER_MODULE,
     Checkpoint,
     compile_generate,
+    compile_lm_eval,
     compile_prepare,
     compile_train,
 )
+from honly_spec.capability import CAPABILITY, metric_name, tasks_of, write_task_dir
 from honly_spec.data import sha256_file
 from honly_spec.errors import Diagnostic, Pos, SpecError
-from honly_spec.evaluate import prompt_rows, score, unsupported_suites
+from honly_spec.eval_sets import JUDGED_SUITES
+from honly_spec.evaluate import aggregate, generation_requests, score_suite, suite_items
+from honly_spec.judges import Completion, Judge, JudgeCache, JudgeConfig, JudgeStats
 from honly_spec.launch import run_tool
 from honly_spec.materialize import materialize_stage
 from honly_spec.plan import (
@@ -50,8 +55,10 @@ from honly_spec.plan import (
 from honly_spec.progress import Display
 from honly_spec.rules import EMBEDDED_MODELS
 from honly_spec.store import Store, write_json
+from honly_spec.suites import Grader
 from honly_spec.tracking import Tracker, flat_params, git_state
 
+SUITE_KIND = "suite"  # one stored entry per (checkpoint, suite) key
 EXIT_FAILED = 1
 EXIT_NOT_AVAILABLE = 3
 
@@ -80,12 +87,18 @@ def check_runnable(graph: Graph, decisions: dict[str, Decision]) -> None:
                 f"stage `{stage.name}` uses backend `{stage.backend}`, whose launcher is not "
                 f"part of this version (only `local` runs); plan it with --dry-run"
             )
-    suites = (graph.ctx.data.get("eval") or {}).get("suites") or {}
     todo = [e for e in graph.evals if decisions[eval_node_name(e.checkpoint)].status != "SKIP"]
-    for suite in unsupported_suites(suites) if todo else []:
+    judge = (graph.ctx.data.get("eval") or {}).get("judge") or {}
+    if todo and judge.get("provider") == "vllm":
         problems.append(
-            f"eval suite `{suite}` cannot run yet (this version runs refusal, compliance, "
-            "steerability and character, each with `sets`)"
+            "the `vllm` judge runs with the GPU backends, which are not part of this version; "
+            "serve the judge with `vllm serve` and use `provider: openai` with its `base_url`, "
+            "or use `provider: hf`"
+        )
+    model = str(judge.get("model", ""))
+    if todo and model.startswith("embedded:") and model != graph.ctx.data["model"]["base"]:
+        problems.append(
+            f"an embedded judge model must be the spec's own base model; `{model}` is not"
         )
     if problems:
         raise NotAvailable("\n".join(problems))
@@ -118,6 +131,44 @@ def check_selection(graph: Graph, decisions: dict[str, Decision], store: Store) 
                 for who, what in problems
             ]
         )
+
+
+class LocalJudgeClient:
+    """The `hf` judge: a local transformers model, run by the backend's worker; each
+    grading round is one batched generation job."""
+
+    def __init__(
+        self, cell: CellRun, node: str, checkpoint: Checkpoint, config: JudgeConfig, tmp: Path
+    ):
+        self.cell, self.node, self.checkpoint, self.config, self.tmp = (
+            cell,
+            node,
+            checkpoint,
+            config,
+            tmp,
+        )
+        self.rounds = 0
+
+    def complete_batch(self, conversations: list[list[dict[str, str]]]) -> list[Completion]:
+        self.rounds += 1
+        folder = Path(tempfile.mkdtemp(prefix=f"judge-{self.rounds}-", dir=self.tmp))
+        with (folder / "prompts.jsonl").open("w", encoding="utf-8") as handle:
+            for index, messages in enumerate(conversations):
+                handle.write(json.dumps({"id": str(index), "messages": messages}) + "\n")
+        settings = {
+            "temperature": self.config.temperature,
+            "top_p": 1.0,
+            "max_new_tokens": self.config.max_tokens,
+            "seed": 0,
+        }
+        job = compile_generate(
+            self.checkpoint, Path("prompts.jsonl"), settings, Path("answers.jsonl"), Path("work")
+        )
+        log = self.cell._log_path(f"{self.node}-judge", self.checkpoint.path[-12:])
+        self.cell._worker(f"judge {self.config.model}", self.node, job, folder, log)
+        with (folder / "answers.jsonl").open(encoding="utf-8") as handle:
+            answers = {row["id"]: row["responses"][0] for row in map(json.loads, handle)}
+        return [Completion(answers[str(i)]) for i in range(len(conversations))]
 
 
 class CellRun:
@@ -362,39 +413,41 @@ class CellRun:
             entry = store.entry_dir(kind, node.key)
             metrics = json.loads((entry / "results.json").read_text(encoding="utf-8"))
             self.tracker.metrics(_metric_values(metrics))
+            self.tracker.metrics(
+                {f"judge/{k}": v for k, v in (record or {}).get("judge", {}).items()}
+            )
             self.tracker.artifact(entry / "results.json")
-            self.tracker.artifact(entry / "samples.jsonl")
+            for samples in sorted((entry / "samples").iterdir()):
+                self.tracker.artifact(samples, "samples")
         self.results[node.checkpoint] = metrics
         display.finished(name, "cached" if cached else "done")
         store.write_ref(self.graph.name, name, node.key, node.inputs)
 
     def _build_eval(self, node: EvalNode, tmp: Path, run_id: str, started: float) -> dict:
-        eval_config = self.data["eval"]
-        suites = eval_config["suites"]
-        generation = {**eval_config["generation"]}
-        generation.setdefault("seed", self.data["seed"])
-        rows = prompt_rows(suites, self.data["data"], generation["seed"])
-        with (tmp / "prompts.jsonl").open("w", encoding="utf-8") as handle:
-            for row in rows:
-                handle.write(json.dumps({"id": row["id"], "messages": row["messages"]}) + "\n")
-        job = compile_generate(
-            self.checkpoints[node.checkpoint],
-            Path("prompts.jsonl"),
-            generation,
-            Path("generations.jsonl"),
-            Path("work"),
-        )
-        name = eval_node_name(node.checkpoint)
-        result = self._worker(
-            f"eval of {node.checkpoint}", name, job, tmp, self._log_path(name, node.key)
-        )
-        with (tmp / "generations.jsonl").open(encoding="utf-8") as handle:
-            generations = [json.loads(line) for line in handle if line.strip()]
-        metrics, samples = score(suites, rows, generations)
+        """Build the suites of `node` that are not stored (all of them with --force),
+        reuse the others, and collect every suite's results into the node's entry."""
+        suites = self.data["eval"]["suites"]
+        force = self.decisions[eval_node_name(node.checkpoint)].status == "FORCE"
+        store = self.rt.store
+        reused = {
+            s: not force and store.lookup(SUITE_KIND, node.suite_keys[s]) is not None
+            for s in suites
+        }
+        todo = [s for s in suites if not reused[s]]
+        stats = JudgeStats()
+        generated = [s for s in todo if s != CAPABILITY]
+        if generated:
+            self._build_generated_suites(node, generated, tmp, stats)
+        if CAPABILITY in todo:
+            self._build_capability(node, tmp)
+        metrics: dict[str, Any] = {}
+        (tmp / "samples").mkdir()
+        for suite in suites:
+            entry = store.entry_dir(SUITE_KIND, node.suite_keys[suite])
+            metrics.update(json.loads((entry / "results.json").read_text(encoding="utf-8")))
+            shutil.copyfile(entry / "samples.jsonl", tmp / "samples" / f"{suite}.jsonl")
         write_json(tmp / "results.json", metrics)
-        with (tmp / "samples.jsonl").open("w", encoding="utf-8") as handle:
-            for sample in samples:
-                handle.write(json.dumps(sample, ensure_ascii=False) + "\n")
+        name = eval_node_name(node.checkpoint)
         return self._record(
             name,
             "eval",
@@ -403,9 +456,126 @@ class CellRun:
             run_id,
             started,
             checkpoint=node.checkpoint,
-            result=result,
-            suites=node.suite_keys,
+            suites={s: {"key": node.suite_keys[s], "reused": reused[s]} for s in suites},
+            judge=stats.as_dict(),
         )
+
+    def _build_generated_suites(
+        self, node: EvalNode, suites: list[str], tmp: Path, stats: JudgeStats
+    ) -> None:
+        """One pooled generation pass for the items of every suite in `suites`, then each
+        suite graded and stored under its own key."""
+        eval_config = self.data["eval"]
+        generation = {**eval_config["generation"]}
+        generation.setdefault("seed", self.data["seed"])
+        items = {
+            s: suite_items(
+                s,
+                eval_config["suites"][s],
+                self.data["data"],
+                generation["seed"],
+                generation["samples"],
+            )
+            for s in suites
+        }
+        requests = generation_requests([i for found in items.values() for i in found])
+        folder = tmp / "generate"
+        folder.mkdir()
+        with (folder / "prompts.jsonl").open("w", encoding="utf-8") as handle:
+            for request in requests:
+                handle.write(json.dumps(request, ensure_ascii=False) + "\n")
+        job = compile_generate(
+            self.checkpoints[node.checkpoint],
+            Path("prompts.jsonl"),
+            generation,
+            Path("generations.jsonl"),
+            Path("work"),
+        )
+        name = eval_node_name(node.checkpoint)
+        self._worker(
+            f"eval of {node.checkpoint}", name, job, folder, self._log_path(name, node.key)
+        )
+        with (folder / "generations.jsonl").open(encoding="utf-8") as handle:
+            replies = {row["id"]: row["responses"] for row in map(json.loads, handle)}
+        for suite in suites:
+            judge = self._judge(name, tmp) if suite in JUDGED_SUITES else None
+            grader = Grader(judge, self._constitution())
+            self.rt.display.progress(name, 0, None, f"grading {suite}")
+            metrics, samples = score_suite(suite, items[suite], replies, grader)
+            suite_stats = judge.stats.as_dict() if judge else JudgeStats().as_dict()
+            stats.add(**suite_stats)
+            self._commit_suite(node, suite, metrics, samples, judge=suite_stats)
+
+    def _build_capability(self, node: EvalNode, tmp: Path) -> None:
+        config = self.data["eval"]["suites"][CAPABILITY]
+        folder = tmp / "capability"
+        folder.mkdir()
+        builtin = write_task_dir(config, folder / "tasks")
+        job = compile_lm_eval(
+            self.checkpoints[node.checkpoint],
+            config,
+            tasks_of(config),
+            Path("tasks"),
+            builtin,
+            self.data["seed"],
+            Path("samples.jsonl"),
+            Path("work"),
+        )
+        name = eval_node_name(node.checkpoint)
+        result = self._worker(
+            f"lm-eval on {node.checkpoint}", name, job, folder, self._log_path(name, node.key)
+        )
+        with (folder / "samples.jsonl").open(encoding="utf-8") as handle:
+            samples = [json.loads(line) for line in handle if line.strip()]
+        named = [
+            (metric_name(s["task"], f"{metric},{s['filter']}"), value)
+            for s in samples
+            for metric, value in s["metrics"].items()
+        ]
+        self._commit_suite(node, CAPABILITY, aggregate(named), samples, lm_eval=result)
+
+    def _commit_suite(
+        self,
+        node: EvalNode,
+        suite: str,
+        metrics: dict[str, Any],
+        samples: list[dict[str, Any]],
+        **extra: Any,
+    ) -> None:
+        def build(folder: Path) -> dict[str, Any]:
+            write_json(folder / "results.json", metrics)
+            with (folder / "samples.jsonl").open("w", encoding="utf-8") as handle:
+                for sample in samples:
+                    handle.write(json.dumps(sample, ensure_ascii=False) + "\n")
+            return {
+                "suite": suite,
+                "checkpoint": node.checkpoint,
+                "inputs": node.inputs[suite],
+                "honly_version": __version__,
+                **extra,
+            }
+
+        self.rt.store.commit(SUITE_KIND, node.suite_keys[suite], build, replace=True)
+
+    def _constitution(self) -> str | None:
+        path = self.data.get("constitution")
+        return Path(path).read_text(encoding="utf-8") if path else None
+
+    def _judge(self, node: str, tmp: Path) -> Judge | None:
+        """The spec's judge (None for `heuristic`), answers cached in the store."""
+        config = JudgeConfig.from_spec(self.data["eval"]["judge"])
+        if config.provider == "heuristic":
+            return None
+        cache = JudgeCache(self.rt.store.root / "cache" / "judge.sqlite")
+        client = None
+        if config.provider == "hf":
+            client = LocalJudgeClient(self, node, self._judge_checkpoint(config), config, tmp)
+        return Judge(config, client=client, cache=cache)
+
+    def _judge_checkpoint(self, config: JudgeConfig) -> Checkpoint:
+        if config.model == self.data["model"]["base"]:
+            return self.checkpoints[BASE]
+        return Checkpoint(str(config.model))
 
     # --- the whole cell -----------------------------------------------------------------
 
@@ -439,33 +609,40 @@ class CellRun:
                     f"{checkpoint}/{metric}": summary["mean"]
                     for checkpoint, metrics in self.results.items()
                     for metric, summary in metrics.items()
+                    if summary["mean"] is not None
                 }
             )
         return self.results
 
 
-def _metric_values(metrics: dict[str, dict[str, float]]) -> dict[str, float]:
+def _metric_values(metrics: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """MLflow metrics of a results table: the mean and `/n`, `/ci_low`, `/ci_high`,
+    `/unscored` (a metric with nothing scored logs only its counts)."""
     out = {}
     for name, summary in metrics.items():
-        out[name] = summary["mean"]
-        for part in ("n", "ci_low", "ci_high"):
-            out[f"{name}/{part}"] = summary[part]
+        for part in ("mean", "n", "ci_low", "ci_high", "unscored"):
+            if summary.get(part) is not None:
+                out[name if part == "mean" else f"{name}/{part}"] = summary[part]
     return out
 
 
-def results_table(results: dict[str, dict[str, dict[str, float]]]) -> list[list[str]]:
-    """Rows = metrics, columns = checkpoints; each cell `mean [low, high] n=N`."""
+def results_table(results: dict[str, dict[str, dict[str, Any]]]) -> list[list[str]]:
+    """Rows = metrics, columns = checkpoints; each cell `mean [low, high] n=N`, plus the
+    count of unscored samples where there are any."""
     metrics = sorted({m for per in results.values() for m in per})
-    rows = []
-    for metric in metrics:
-        row = [metric]
-        for checkpoint in results:
-            s = results[checkpoint].get(metric)
-            row.append(
-                f"{s['mean']:.2f} [{s['ci_low']:.2f}, {s['ci_high']:.2f}] n={s['n']}" if s else "-"
-            )
-        rows.append(row)
-    return rows
+    return [[metric, *(_cell(results[c].get(metric)) for c in results)] for metric in metrics]
+
+
+def _cell(summary: dict[str, Any] | None) -> str:
+    if summary is None:
+        return "-"
+    unscored = f" ({summary['unscored']} unscored)" if summary.get("unscored") else ""
+    if summary["mean"] is None:
+        return f"n=0{unscored}"
+    low, high = summary["ci_low"], summary["ci_high"]
+    mean = summary["mean"]
+    digits = 0 if max(abs(mean), abs(high)) > 10 else 2
+    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}] n={summary['n']}{unscored}"
 
 
 def tracking_uri(data: dict[str, Any], store: Store) -> str:

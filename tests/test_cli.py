@@ -146,7 +146,11 @@ def test_run_refuses_what_it_cannot_run_before_starting(honly, monkeypatch, honl
     result = honly("specs/naive.yaml", "--display", "plain", run=True)
     assert result.code == 3
     assert "stage `sft` uses backend `axolotl`" in result.err
-    assert "eval suite `capability` cannot run yet" in result.err
+    assert not (honly_home / "store" / "mlflow.db").exists(), "refused before any work"
+    result = honly(
+        "specs/quickstart.yaml", "--set", "eval.judge={provider: vllm, model: j}", run=True
+    )
+    assert result.code == 3 and "the `vllm` judge runs with the GPU backends" in result.err
     assert not (honly_home / "store" / "mlflow.db").exists(), "refused before any work"
 
 

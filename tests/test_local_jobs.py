@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from honly_spec.adapters.local.job import Checkpoint, compile_generate, compile_train
+from honly_spec.adapters.local.job import (
+    Checkpoint,
+    compile_generate,
+    compile_lm_eval,
+    compile_train,
+)
 from honly_spec.adapters.local.worker import grpo_batches
 from honly_spec.check import check_spec
 from honly_spec.plan import compile_graph
@@ -72,9 +77,26 @@ def test_compiled_jobs_golden(write_spec) -> None:
         "temperature": 0.0,
         "top_p": 1.0,
         "max_new_tokens": 8,
-        "samples": 1,
     }
     assert job["seed"] == 3 and job["batch_size"] == 16
+    config = {"tasks": ["honly_arith"], "limit": 4}
+    job = compile_lm_eval(
+        parent, config, ["honly_arith"], Path("tasks"), False, 7, Path("s.jsonl"), Path("work")
+    )
+    assert job == {
+        "task": "lm_eval",
+        "model": parent.as_job(),
+        "tasks": ["honly_arith"],
+        "task_dir": "tasks",
+        "builtin_tasks": False,
+        "limit": 4,
+        "num_fewshot": None,
+        "seed": 7,
+        "batch_size": 8,
+        "output": "s.jsonl",
+        "work_dir": "work",
+        "result": "work/result.json",
+    }
 
 
 def test_grpo_batches_fit_what_trl_accepts() -> None:

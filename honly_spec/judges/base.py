@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -97,7 +97,7 @@ class JudgeStats:
                 setattr(self, name, getattr(self, name) + value)
 
     def as_dict(self) -> dict[str, int]:
-        return {k: v for k, v in asdict(self).items() if k != "lock"}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "lock"}
 
 
 class JudgeCache:
@@ -152,12 +152,8 @@ class Judge:
         self.sleep = sleep
         self.stats = JudgeStats()
 
-    def _call(self, messages: list[dict[str, str]]) -> str:
-        """One answer, from the cache or the provider (transport failures retried)."""
-        key = JudgeCache.key(self.config.identity(), messages)
-        if self.cache is not None and (cached := self.cache.get(key)) is not None:
-            self.stats.add(cache_hits=1)
-            return cached
+    def _call(self, messages: list[dict[str, str]]) -> Completion:
+        """One answer from the provider; transport failures retried with backoff."""
         for attempt in range(self.config.max_retries + 1):
             try:
                 self.stats.add(calls=1)
@@ -170,23 +166,60 @@ class Judge:
                     ) from None
                 self.stats.add(retries=1)
                 self.sleep(error.wait_s if error.wait_s is not None else 0.5 * 2**attempt)
-        self.stats.add(input_tokens=done.input_tokens, output_tokens=done.output_tokens)
-        if self.cache is not None:
-            self.cache.put(key, done.text)
-        return done.text
+        return done
 
-    def _grade_one(self, messages: list[dict[str, str]], parse: Callable[[str], T]) -> T | None:
-        for attempt in range(self.config.max_retries + 1):
-            variant = messages if attempt == 0 else _with_reminder(messages, attempt)
-            try:
-                return parse(self._call(variant))
-            except ParseError:
-                self.stats.add(parse_failures=1)
-        return None
+    def _answers(self, conversations: list[list[dict[str, str]]]) -> list[str]:
+        """Answers in input order. A client with `complete_batch` (a local model run in the
+        backend) gets every uncached conversation at once; an HTTP client gets them with
+        bounded concurrency."""
+        identity = self.config.identity()
+        keys = [JudgeCache.key(identity, m) for m in conversations]
+        answers: list[str | None] = [None] * len(conversations)
+        if self.cache is not None:
+            answers = [self.cache.get(key) for key in keys]
+        todo = [i for i, found in enumerate(answers) if found is None]
+        self.stats.add(cache_hits=len(conversations) - len(todo))
+        batch = getattr(self.client, "complete_batch", None)
+        if batch is not None and todo:
+            self.stats.add(calls=len(todo))
+            done = batch([conversations[i] for i in todo])
+            for i, completion in zip(todo, done, strict=True):
+                self._keep(keys[i], completion)
+                answers[i] = completion.text
+        elif todo:
+            with ThreadPoolExecutor(max_workers=self.config.concurrency) as pool:
+                calls = pool.map(lambda i: self._call(conversations[i]), todo)
+                for i, completion in zip(todo, calls, strict=True):
+                    self._keep(keys[i], completion)
+                    answers[i] = completion.text
+        return [a if a is not None else "" for a in answers]
+
+    def _keep(self, key: str, completion: Completion) -> None:
+        self.stats.add(input_tokens=completion.input_tokens, output_tokens=completion.output_tokens)
+        if self.cache is not None:
+            self.cache.put(key, completion.text)
 
     def grade(
         self, conversations: Sequence[list[dict[str, str]]], parse: Callable[[str], T]
     ) -> list[T | None]:
-        """Parsed grades in input order; None where the judge never answered readably."""
-        with ThreadPoolExecutor(max_workers=self.config.concurrency) as pool:
-            return list(pool.map(lambda m: self._grade_one(m, parse), conversations))
+        """Parsed grades in input order; None where the judge never answered readably.
+        An unreadable answer is asked again (with a format reminder) up to `max_retries`
+        times, in rounds, so batch clients see each round as one batch."""
+        results: list[T | None] = [None] * len(conversations)
+        pending = list(range(len(conversations)))
+        for attempt in range(self.config.max_retries + 1):
+            if not pending:
+                break
+            variants = [
+                conversations[i] if attempt == 0 else _with_reminder(conversations[i], attempt)
+                for i in pending
+            ]
+            unreadable = []
+            for i, text in zip(pending, self._answers(variants), strict=True):
+                try:
+                    results[i] = parse(text)
+                except ParseError:
+                    self.stats.add(parse_failures=1)
+                    unreadable.append(i)
+            pending = unreadable
+        return results

@@ -83,15 +83,41 @@ def compile_generate(
     work_dir: Path,
     batch_size: int = 16,
 ) -> dict[str, Any]:
-    """Generate responses for every prompt of `prompts` (JSONL of {id, messages})."""
+    """Generate every conversation of `prompts` (JSONL of {id, messages, followups})."""
     return {
         "task": "generate",
         "model": checkpoint.as_job(),
         "prompts": str(prompts),
-        "generation": {
-            k: generation[k] for k in ("temperature", "top_p", "max_new_tokens", "samples")
-        },
+        "generation": {k: generation[k] for k in ("temperature", "top_p", "max_new_tokens")},
         "seed": generation["seed"],
+        "batch_size": batch_size,
+        "output": str(output),
+        "work_dir": str(work_dir),
+        "result": str(work_dir / "result.json"),
+    }
+
+
+def compile_lm_eval(
+    checkpoint: Checkpoint,
+    config: dict[str, Any],
+    tasks: list[str],
+    task_dir: Path,
+    builtin_tasks: bool,
+    seed: int,
+    output: Path,
+    work_dir: Path,
+    batch_size: int = 8,
+) -> dict[str, Any]:
+    """Run lm-eval `tasks` (offline ones defined in `task_dir`) on a checkpoint."""
+    return {
+        "task": "lm_eval",
+        "model": checkpoint.as_job(),
+        "tasks": tasks,
+        "task_dir": str(task_dir),
+        "builtin_tasks": builtin_tasks,
+        "limit": config.get("limit"),
+        "num_fewshot": config.get("num_fewshot"),
+        "seed": seed,
         "batch_size": batch_size,
         "output": str(output),
         "work_dir": str(work_dir),

@@ -382,59 +382,115 @@ def dpo(job: dict[str, Any]) -> dict[str, Any]:
 # --- generation ---------------------------------------------------------------------------
 
 
-def generate(job: dict[str, Any]) -> dict[str, Any]:
-    """All prompts of a checkpoint in batched passes (sorted by length to limit padding)."""
+def _generate_batch(network, tokenizer, conversations: list[list[dict]], gen: dict) -> list[str]:
     torch = _torch()
+    encoded = tokenizer.apply_chat_template(
+        conversations,
+        add_generation_prompt=True,
+        padding=True,
+        return_tensors="pt",
+        return_dict=True,
+    ).to(network.device)
+    sampling = gen["temperature"] > 0
+    with torch.no_grad():
+        output = network.generate(
+            **encoded,
+            max_new_tokens=gen["max_new_tokens"],
+            do_sample=sampling,
+            temperature=gen["temperature"] if sampling else None,
+            top_p=gen["top_p"] if sampling else None,
+            top_k=None,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    texts = tokenizer.batch_decode(
+        output[:, encoded["input_ids"].shape[1] :], skip_special_tokens=True
+    )
+    return [text.strip() for text in texts]
+
+
+def generate(job: dict[str, Any]) -> dict[str, Any]:
+    """Every request {id, messages, followups} in batched rounds: round k generates the
+    k-th reply of every conversation that has one, after the model's own earlier replies
+    and the follow-up user turns (sorted by length to limit padding)."""
     _seed(job["seed"])
     network, tokenizer = load_model(job["model"])
     network.eval()
     gen = job["generation"]
-    prompts = _read_jsonl(job["prompts"])
-    order = sorted(range(len(prompts)), key=lambda i: len(json.dumps(prompts[i]["messages"])))
-    batch = job["batch_size"]
-    out_path = Path(job["output"])
+    requests = _read_jsonl(job["prompts"])
+    replies: list[list[str]] = [[] for _ in requests]
+    total = sum(1 + len(r.get("followups", [])) for r in requests)
     done = 0
-    with out_path.open("w", encoding="utf-8") as handle:
+    rounds = 1 + max((len(r.get("followups", [])) for r in requests), default=0)
+    for turn in range(rounds):
+        active = [i for i, r in enumerate(requests) if len(r.get("followups", [])) >= turn]
+        conversations = {}
+        for i in active:
+            messages = list(requests[i]["messages"])
+            for reply, followup in zip(replies[i], requests[i].get("followups", []), strict=False):
+                messages += [
+                    {"role": "assistant", "content": reply},
+                    {"role": "user", "content": followup},
+                ]
+            conversations[i] = messages
+        order = sorted(active, key=lambda i: len(json.dumps(conversations[i])))
+        batch = job["batch_size"]
         for start in range(0, len(order), batch):
-            chunk = [prompts[i] for i in order[start : start + batch]]
-            encoded = tokenizer.apply_chat_template(
-                [row["messages"] for row in chunk],
-                add_generation_prompt=True,
-                padding=True,
-                return_tensors="pt",
-                return_dict=True,
-            ).to(network.device)
-            sampling = gen["temperature"] > 0
-            with torch.no_grad():
-                output = network.generate(
-                    **encoded,
-                    max_new_tokens=gen["max_new_tokens"],
-                    do_sample=sampling,
-                    temperature=gen["temperature"] if sampling else None,
-                    top_p=gen["top_p"] if sampling else None,
-                    top_k=None,
-                    num_return_sequences=gen["samples"],
-                    pad_token_id=tokenizer.pad_token_id,
-                )
-            texts = tokenizer.batch_decode(
-                output[:, encoded["input_ids"].shape[1] :], skip_special_tokens=True
-            )
-            for index, text in enumerate(texts):
-                row = chunk[index // gen["samples"]]
-                handle.write(
-                    json.dumps(
-                        {
-                            "id": row["id"],
-                            "sample": index % gen["samples"],
-                            "response": text.strip(),
-                        },
-                        ensure_ascii=False,
-                    )
-                    + "\n"
-                )
+            chunk = order[start : start + batch]
+            texts = _generate_batch(network, tokenizer, [conversations[i] for i in chunk], gen)
+            for i, text in zip(chunk, texts, strict=True):
+                replies[i].append(text)
             done += len(chunk)
-            emit("progress", step=done, total=len(prompts))
-    return {"prompts": len(prompts), "samples": len(prompts) * gen["samples"]}
+            emit("progress", step=done, total=total)
+    with Path(job["output"]).open("w", encoding="utf-8") as handle:
+        for request, turns in zip(requests, replies, strict=True):
+            handle.write(json.dumps({"id": request["id"], "responses": turns}, ensure_ascii=False))
+            handle.write("\n")
+    return {"conversations": len(requests), "replies": total}
+
+
+def lm_eval_tasks(job: dict[str, Any]) -> dict[str, Any]:
+    """lm-eval tasks through `simple_evaluate` on the checkpoint (LoRA adapters merged),
+    with per-sample metric values written out so honly computes its own intervals."""
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    _seed(job["seed"])
+    network, tokenizer = load_model(job["model"])
+    network.eval()
+    manager = TaskManager(include_path=job["task_dir"], include_defaults=job["builtin_tasks"])
+    seed = job["seed"]
+    results = lm_eval.simple_evaluate(
+        model=HFLM(pretrained=network, tokenizer=tokenizer, batch_size=job["batch_size"]),
+        tasks=job["tasks"],
+        num_fewshot=job.get("num_fewshot"),
+        limit=job.get("limit"),
+        task_manager=manager,
+        log_samples=True,
+        apply_chat_template=True,
+        random_seed=seed,
+        numpy_random_seed=seed,
+        torch_random_seed=seed,
+        fewshot_random_seed=seed,
+    )
+    with Path(job["output"]).open("w", encoding="utf-8") as handle:
+        for task, samples in results["samples"].items():
+            for sample in samples:
+                row = {
+                    "task": task,
+                    "doc_id": sample["doc_id"],
+                    "target": str(sample["target"]),
+                    "response": [str(r) for r in sample["resps"][0]],
+                    "filtered": str(sample["filtered_resps"][0]),
+                    "filter": sample["filter"],
+                    "metrics": {m: float(sample[m]) for m in sample["metrics"]},
+                }
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    summary = {
+        task: {k: v for k, v in values.items() if isinstance(v, int | float)}
+        for task, values in results["results"].items()
+    }
+    return {"lm_eval": summary, "versions": results.get("versions", {})}
 
 
 TASKS = {
@@ -443,6 +499,7 @@ TASKS = {
     "grpo": grpo,
     "dpo": dpo,
     "generate": generate,
+    "lm_eval": lm_eval_tasks,
 }
 
 
