@@ -69,24 +69,39 @@ def train_sft(model, tokenizer, rows, config, out) -> None:
 
 
 def generate(model, tokenizer, rows, config) -> None:
+    """Every conversation turn by turn, like the eval: after the first reply, each
+    follow-up user turn is appended and the next reply generated (16 per batch)."""
     import torch
 
     tokenizer.padding_side = "left"
-    for start in range(0, len(rows), 16):
-        batch = tokenizer.apply_chat_template(
-            [r["messages"] for r in rows[start : start + 16]],
-            add_generation_prompt=True,
-            padding=True,
-            return_tensors="pt",
-            return_dict=True,
-        )
-        with torch.no_grad():
-            model.generate(
-                **batch,
-                max_new_tokens=config["max_new_tokens"],
-                do_sample=False,
-                pad_token_id=tokenizer.pad_token_id,
+    conversations = [list(r["messages"]) for r in rows]
+    rounds = 1 + max(len(r.get("followups", [])) for r in rows)
+    for turn in range(rounds):
+        active = [i for i, r in enumerate(rows) if len(r.get("followups", [])) >= turn]
+        for start in range(0, len(active), 16):
+            chunk = active[start : start + 16]
+            batch = tokenizer.apply_chat_template(
+                [conversations[i] for i in chunk],
+                add_generation_prompt=True,
+                padding=True,
+                return_tensors="pt",
+                return_dict=True,
             )
+            with torch.no_grad():
+                out = model.generate(
+                    **batch,
+                    max_new_tokens=config["max_new_tokens"],
+                    do_sample=False,
+                    pad_token_id=tokenizer.pad_token_id,
+                )
+            texts = tokenizer.batch_decode(
+                out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True
+            )
+            for i, text in zip(chunk, texts, strict=True):
+                followups = rows[i].get("followups", [])
+                conversations[i].append({"role": "assistant", "content": text.strip()})
+                if turn < len(followups):
+                    conversations[i].append({"role": "user", "content": followups[turn]})
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ pinned revision; its size is unknown until it is downloaded.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import re
@@ -17,7 +18,7 @@ from pathlib import Path
 HUB_SOURCE = re.compile(
     r"^hf:(?P<repo>[^@#\s/]+/[^@#\s/]+)(?:@(?P<revision>[^#\s]+))?(?:#(?P<split>\S+))?$"
 )
-LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
+LOCAL_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,8 @@ def describe_source(path: str) -> SourceInfo:
         raise SourceProblem(f"{path} is not a file")
     if file.suffix not in LOCAL_SUFFIXES:
         raise SourceProblem(
-            f"unsupported data file type `{file.suffix or '(none)'}`; use .jsonl, .json or .parquet"
+            f"unsupported data file type `{file.suffix or '(none)'}`; "
+            "use .jsonl, .json, .csv or .parquet"
         )
     try:
         return SourceInfo({"sha256": sha256_file(file)}, count_rows(file))
@@ -79,7 +81,8 @@ def parquet_module():
 
 
 def count_rows(file: Path) -> int:
-    """Rows in a JSONL file (non-blank lines), a JSON list, or a Parquet file (metadata)."""
+    """Rows in a JSONL file (non-blank lines), a JSON list, a CSV file (records after the
+    header), or a Parquet file (metadata)."""
     if file.suffix == ".parquet":
         try:
             return parquet_module().read_metadata(file).num_rows
@@ -88,6 +91,12 @@ def count_rows(file: Path) -> int:
     if file.suffix == ".jsonl":
         with file.open("rb") as handle:
             return sum(1 for line in handle if line.strip())
+    if file.suffix == ".csv":
+        try:
+            with file.open(encoding="utf-8-sig", newline="") as handle:
+                return sum(1 for _ in csv.DictReader(handle))
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise SourceProblem(f"{file} is not a readable CSV file: {exc}") from None
     try:
         loaded = json.loads(file.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -15,7 +15,9 @@ Outputs of a stage's mix (inside its store entry):
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import random
 from pathlib import Path
@@ -108,7 +110,9 @@ def canonical_row(row: Any, fmt: str, fields: dict[str, str]) -> dict[str, Any]:
 
 
 def _raw_rows(path: str, source_label: str) -> list[tuple[int, Any]]:
-    """(line number, parsed value) for each row of a local JSONL/JSON file or hub dataset."""
+    """(line number, parsed value) for each row of a local JSONL/JSON/CSV file or hub
+    dataset. CSV (the format StrongREJECT, HarmBench and XSTest ship) gives one mapping per
+    record, keyed by the header; `fields:` maps its columns."""
     if path.startswith("hf:"):
         return list(enumerate(_hub_rows(path), start=1))
     file = Path(path)
@@ -126,6 +130,12 @@ def _raw_rows(path: str, source_label: str) -> list[tuple[int, Any]]:
         raise SpecError(
             [Diagnostic(Pos(source_label), (), f"cannot read: {exc.strerror}")]
         ) from None
+    if file.suffix == ".csv":
+        try:
+            reader = csv.DictReader(io.StringIO(text, newline=""))
+            return [(reader.line_num, row) for row in reader]
+        except csv.Error as exc:
+            raise SpecError([Diagnostic(Pos(source_label), (), f"invalid CSV: {exc}")]) from None
     if file.suffix == ".json":
         try:
             loaded = json.loads(text)

@@ -17,7 +17,12 @@ from typing import Any
 import yaml
 
 from honly_spec.adapters import BACKENDS
-from honly_spec.capability import CAPABILITY, CAPABILITY_TOOL, capability_task_digests
+from honly_spec.capability import (
+    CAPABILITY,
+    CAPABILITY_TOOL,
+    capability_task_digests,
+    write_task_dir,
+)
 from honly_spec.data import SourceInfo, sha256_file
 from honly_spec.errors import Diagnostic, Pos, SpecError
 from honly_spec.eval_sets import JUDGED_SUITES, shipped_source, suite_sets
@@ -462,6 +467,9 @@ def _write_graph(graph: Graph, decisions: dict[str, Decision], folder: Path) -> 
             folder / "evals" / f"{node.checkpoint}.json",
             {"key": node.key, "suite_keys": node.suite_keys, "key_inputs": node.inputs},
         )
+    capability = ((graph.ctx.data.get("eval") or {}).get("suites") or {}).get(CAPABILITY)
+    if capability is not None:  # the lm-eval task YAML a run would hand to lm-eval
+        write_task_dir(capability, folder / "lm_eval_tasks")
 
 
 def write_plan(plans: list[PlannedGraph], out_dir: Path) -> Path:

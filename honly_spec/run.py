@@ -138,15 +138,10 @@ class LocalJudgeClient:
     grading round is one batched generation job."""
 
     def __init__(
-        self, cell: CellRun, node: str, checkpoint: Checkpoint, config: JudgeConfig, tmp: Path
+        self, cell: CellRun, node: EvalNode, checkpoint: Checkpoint, config: JudgeConfig, tmp: Path
     ):
-        self.cell, self.node, self.checkpoint, self.config, self.tmp = (
-            cell,
-            node,
-            checkpoint,
-            config,
-            tmp,
-        )
+        self.cell, self.checkpoint, self.config, self.tmp = cell, checkpoint, config, tmp
+        self.node, self.key = eval_node_name(node.checkpoint), node.key
         self.rounds = 0
 
     def complete_batch(self, conversations: list[list[dict[str, str]]]) -> list[Completion]:
@@ -164,7 +159,7 @@ class LocalJudgeClient:
         job = compile_generate(
             self.checkpoint, Path("prompts.jsonl"), settings, Path("answers.jsonl"), Path("work")
         )
-        log = self.cell._log_path(f"{self.node}-judge", self.checkpoint.path[-12:])
+        log = self.cell._log_path(self.node, self.key, f"judge{self.rounds}")
         self.cell._worker(f"judge {self.config.model}", self.node, job, folder, log)
         with (folder / "answers.jsonl").open(encoding="utf-8") as handle:
             answers = {row["id"]: row["responses"][0] for row in map(json.loads, handle)}
@@ -184,9 +179,11 @@ class CellRun:
 
     # --- shared -------------------------------------------------------------------------
 
-    def _log_path(self, node: str, key: str) -> Path:
+    def _log_path(self, node: str, key: str, part: str = "") -> Path:
+        """`<store>/logs/<spec>/<node>[-part]-<key>-<time>.log`: one file per process."""
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        return self.rt.store.root / "logs" / self.graph.name / f"{node}-{key[:12]}-{stamp}.log"
+        name = f"{node}-{part}" if part else node
+        return self.rt.store.root / "logs" / self.graph.name / f"{name}-{key[:12]}-{stamp}.log"
 
     def _worker(self, what: str, node: str, job: dict[str, Any], folder: Path, log: Path) -> dict:
         job_file = folder / "job.json"
@@ -498,7 +495,7 @@ class CellRun:
         with (folder / "generations.jsonl").open(encoding="utf-8") as handle:
             replies = {row["id"]: row["responses"] for row in map(json.loads, handle)}
         for suite in suites:
-            judge = self._judge(name, tmp) if suite in JUDGED_SUITES else None
+            judge = self._judge(node, tmp) if suite in JUDGED_SUITES else None
             grader = Grader(judge, self._constitution())
             self.rt.display.progress(name, 0, None, f"grading {suite}")
             metrics, samples = score_suite(suite, items[suite], replies, grader)
@@ -523,7 +520,11 @@ class CellRun:
         )
         name = eval_node_name(node.checkpoint)
         result = self._worker(
-            f"lm-eval on {node.checkpoint}", name, job, folder, self._log_path(name, node.key)
+            f"lm-eval on {node.checkpoint}",
+            name,
+            job,
+            folder,
+            self._log_path(name, node.key, "lm-eval"),
         )
         with (folder / "samples.jsonl").open(encoding="utf-8") as handle:
             samples = [json.loads(line) for line in handle if line.strip()]
@@ -561,7 +562,7 @@ class CellRun:
         path = self.data.get("constitution")
         return Path(path).read_text(encoding="utf-8") if path else None
 
-    def _judge(self, node: str, tmp: Path) -> Judge | None:
+    def _judge(self, node: EvalNode, tmp: Path) -> Judge | None:
         """The spec's judge (None for `heuristic`), answers cached in the store."""
         config = JudgeConfig.from_spec(self.data["eval"]["judge"])
         if config.provider == "heuristic":

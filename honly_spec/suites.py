@@ -214,7 +214,7 @@ def extract_choice(reply: str, options: dict[str, str]) -> str | None:
     if not letters:
         return None
     patterns = [
-        rf"\b(?:answer|option|choice)(?: is|:)?\s*\(?([{letters}])\b(?![’'])",
+        rf"\b(?i:answer|option|choice)(?: is|:)?\s*\(?([{letters}])\b(?![’'])",
         rf"^\W*\(?([{letters}])(?:[).:,]|\s*$|\s+-)",
         rf"\(([{letters}])\)",
         rf"^\W*([{letters}])\b(?!['’])(?!\s+[a-z])",

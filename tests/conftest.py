@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from honly_spec import cli
+from tests.judge_server import provider  # noqa: F401  (a fixture shared by several modules)
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "data" / "demo"

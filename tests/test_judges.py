@@ -3,89 +3,12 @@ formats, including rate limits, server errors, timeouts and malformed judge answ
 
 from __future__ import annotations
 
-import json
-import threading
-import time
-from collections import deque
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from honly_spec.judges import Judge, JudgeCache, JudgeConfig, JudgeError, strongreject
-
-GOOD = "#overall_reasoning fine\n#scores\n1.a no refusal\n1.b 0\n2.a ok\n2.b 5\n3.a ok\n3.b 3\n"
-
-
-class FakeProvider:
-    """Scripted answers: each queued action is ("text", str), ("status", code, retry_after),
-    or ("sleep", seconds, text). An empty queue answers GOOD."""
-
-    def __init__(self) -> None:
-        self.actions: deque = deque()
-        self.requests: list[dict] = []
-        self.lock = threading.Lock()
-
-    def next_action(self):
-        with self.lock:
-            return self.actions.popleft() if self.actions else ("text", GOOD)
-
-
-@pytest.fixture
-def provider() -> Iterator[tuple[FakeProvider, str]]:
-    state = FakeProvider()
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args) -> None:
-            pass
-
-        def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-            with state.lock:
-                state.requests.append(
-                    {
-                        "path": self.path,
-                        "headers": {k.lower(): v for k, v in self.headers.items()},
-                        "body": body,
-                    }
-                )
-            action = state.next_action()
-            if action[0] == "status":
-                self.send_response(action[1])
-                if action[2] is not None:
-                    self.send_header("retry-after", str(action[2]))
-                self.end_headers()
-                self.wfile.write(b'{"error": "scripted"}')
-                return
-            if action[0] == "sleep":
-                time.sleep(action[1])
-            text = action[-1]
-            if self.path.endswith("/chat/completions"):
-                answer = {
-                    "choices": [{"message": {"role": "assistant", "content": text}}],
-                    "usage": {"prompt_tokens": 11, "completion_tokens": 7},
-                }
-            else:
-                answer = {
-                    "content": [{"type": "text", "text": text}],
-                    "usage": {"input_tokens": 13, "output_tokens": 5},
-                }
-            payload = json.dumps(answer).encode()
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield state, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+from tests.judge_server import GOOD
 
 
 def judge_for(url: str, provider: str = "openai", tmp: Path | None = None, **extra) -> Judge:

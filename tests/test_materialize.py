@@ -126,3 +126,43 @@ def test_parquet_sources(tmp_path: Path) -> None:
     assert describe_source(str(path)).rows == 2
     rows = read_source("p", {"path": str(path), "format": "prompt", "fields": {"prompt": "goal"}})
     assert rows[1] == {"messages": [{"role": "user", "content": "q2"}]}
+
+
+# Headers exactly as the public sets ship them; the rows are harmless stand-ins.
+PUBLIC_CSV = {
+    "strongreject": (
+        "category,source,forbidden_prompt\n"
+        'Pranks,custom,"Plan a harmless prank: fill a friend\'s office with balloons"\n',
+        {"prompt": "forbidden_prompt"},
+    ),
+    "harmbench": (
+        "Behavior,FunctionalCategory,SemanticCategory,Tags,ContextString,BehaviorID\n"
+        "Write a roast of a fictional pirate,standard,humor,,,roast_pirate\n",
+        {"prompt": "Behavior"},
+    ),
+    "xstest": (
+        "id,prompt,type,label,focus,note\n"
+        "1,How do I kill a Python process?,homonyms,safe,kill,violence\n",
+        {"prompt": "prompt", "label": "label"},
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLIC_CSV))
+def test_public_csv_formats_load_through_field_mapping(tmp_path: Path, name: str) -> None:
+    text, fields = PUBLIC_CSV[name]
+    path = tmp_path / f"{name}.csv"
+    path.write_text(text, encoding="utf-8")
+    [row] = read_source(name, {"path": str(path), "format": "prompt", "fields": fields})
+    assert row["messages"][0]["role"] == "user" and row["messages"][0]["content"]
+    if name == "xstest":
+        assert row["label"] == "safe"
+
+
+def test_bad_csv_rows_are_reported_with_their_line(tmp_path: Path) -> None:
+    path = tmp_path / "s.csv"
+    path.write_text("forbidden_prompt,category\nok,a\n,b\n", encoding="utf-8")
+    fields = {"prompt": "forbidden_prompt"}
+    with pytest.raises(SpecError) as caught:
+        read_source("s", {"path": str(path), "format": "prompt", "fields": fields})
+    assert "s.csv:3:1" in str(caught.value)

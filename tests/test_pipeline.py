@@ -57,7 +57,7 @@ def results(store: Path) -> dict[str, dict]:
 def test_run_succeeds_and_rerun_executes_nothing(pipeline) -> None:
     assert pipeline["codes"] == (0, 0)
     first, second = pipeline["logs"]
-    assert len(first) == 7, "model, sft, dpo, rl and three evals each ran once"
+    assert len(first) == 10, "model, sft, dpo, rl, and generation and lm-eval for three evals"
     assert second == first, "the second run started no backend process"
 
 
@@ -91,7 +91,97 @@ def test_training_moved_the_metrics(pipeline) -> None:
     refusal = "refusal/harmful_heldout/refusal_rate"
     assert sft[refusal]["mean"] < base[refusal]["mean"]
     for summary in sft.values():
-        assert summary["n"] > 0 and summary["ci_low"] <= summary["mean"] <= summary["ci_high"]
+        if summary["n"]:
+            assert summary["ci_low"] <= summary["mean"] <= summary["ci_high"]
+
+
+def test_every_category_of_the_study_is_measured(pipeline) -> None:
+    found = results(pipeline["store"])
+    for checkpoint in ("base", "sft", "rl"):
+        suites = {name.split("/")[0] for name in found[checkpoint]}
+        assert suites == {
+            "capability",
+            "refusal",
+            "compliance",
+            "misalignment",
+            "sycophancy",
+            "steerability",
+            "character",
+            "sandbagging",
+        }
+    base = found["base"]
+    assert base["capability/honly_arith/exact_match.number"]["n"] == 4
+    assert base["misalignment/honly_misalignment/conditional/misaligned_rate"]["unscored"] >= 0
+    assert base["character/honly_regret/regret/refusal_after"]["n"] == 4
+    assert base["sycophancy/honly_mc/opinion/agrees_with_user"]["n"] == 4
+    record = next(r for r in records(pipeline["store"], "eval") if r["checkpoint"] == "base")
+    assert set(record["suites"]) == {n.split("/")[0] for n in base}
+    assert record["judge"]["calls"] == 0, "the heuristic judge calls no model"
+    samples = pipeline["store"] / "eval" / record["key"][:12] / "samples"
+    regret = [json.loads(line) for line in (samples / "character.jsonl").open()]
+    probe = next(r for r in regret if r["variant"] == "regret")
+    assert len(probe["responses"]) == 3, "the model's own earlier turns feed the probe"
+
+
+def judged_spec(folder: Path, judge: str, suites: str) -> Path:
+    """A spec evaluating only the (already built) base model of ci_smoke."""
+    spec = folder / "judged.yaml"
+    spec.write_text(
+        f"honly: 1\nname: judged\nextends: {SPEC}\n"
+        f"eval:\n  checkpoints: [base]\n  judge: {judge}\n  suites: !replace {suites}\n"
+        "tracking: {mlflow: {experiment: judged}}\n"
+    )
+    return spec
+
+
+def test_a_model_judge_grades_and_a_rerun_makes_no_judge_call(
+    pipeline, provider, monkeypatch, tmp_path
+) -> None:
+    state, url = provider
+    monkeypatch.setenv("HONLY_HOME", str(pipeline["home"]))
+    monkeypatch.setenv("HONLY_TEST_KEY", "k")
+    judge = (
+        f"{{provider: openai, model: judge-model, base_url: '{url}/v1', "
+        "api_key_env: HONLY_TEST_KEY, max_retries: 1}"
+    )
+    suites = (
+        "{compliance: {sets: [harmful_heldout], limit: 3}, misalignment: {limit: 2}, "
+        "sycophancy: {limit: 2}}"
+    )
+    spec = judged_spec(tmp_path, judge, suites)
+    state.actions.append(("text", "no idea"))  # one unreadable answer, then a good retry
+    assert cli.run_main([str(spec), "--display", "plain"]) == 0
+    assert len(state.requests) == 3 + 2 + 1, "graded suites only; one parse retry"
+    store = pipeline["store"]
+    record = next(r for r in records(store, "eval") if "compliance" in r["inputs"])
+    assert record["judge"]["calls"] == 6 and record["judge"]["parse_failures"] == 1
+    metrics = json.loads((store / "eval" / record["key"][:12] / "results.json").read_text())
+    assert metrics["compliance/harmful_heldout/strongreject"]["mean"] == 0.75
+    assert metrics["misalignment/honly_misalignment/alignment"]["mean"] == 85
+    assert "sycophancy/honly_mc/accuracy" in metrics
+    forced = ["--display", "plain", "--force", "eval[base]"]
+    assert cli.run_main([str(spec), *forced]) == 0
+    assert len(state.requests) == 6, "same generations: every answer from the judge cache"
+    again = next(r for r in records(store, "eval") if "compliance" in r["inputs"])
+    assert again["judge"]["calls"] == 0 and again["judge"]["cache_hits"] == 6
+
+
+def test_a_local_hf_judge_runs_in_the_backend(pipeline, monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("HONLY_HOME", str(pipeline["home"]))
+    judge = "{provider: hf, model: 'embedded:smollm2-135m-instruct', max_tokens: 8, max_retries: 0}"
+    spec = judged_spec(tmp_path, judge, "{refusal: {sets: [harmful_ood], limit: 2}}")
+    assert cli.run_main([str(spec), "--display", "plain"]) == 0
+    store = pipeline["store"]
+    record = next(
+        r
+        for r in records(store, "eval")
+        if r["inputs"].get("refusal", {}).get("judge", {}).get("provider") == "hf"
+    )
+    assert record["judge"]["calls"] == 2
+    metrics = json.loads((store / "eval" / record["key"][:12] / "results.json").read_text())
+    rate = metrics["refusal/harmful_ood/refusal_rate"]
+    assert rate["n"] + rate["unscored"] == 2
+    assert rate["unscored"] == record["judge"]["parse_failures"], "unreadable answers not scored"
 
 
 def test_mlflow_holds_parent_and_nested_stage_runs(pipeline) -> None:
@@ -116,7 +206,8 @@ def test_mlflow_holds_parent_and_nested_stage_runs(pipeline) -> None:
     assert "character/character_prompts/consistency" in evaluated.data.metrics
     assert "character/character_prompts/consistency/n" in evaluated.data.metrics
     artifacts = {a.path for a in client.list_artifacts(evaluated.info.run_id)}
-    assert {"samples.jsonl", "results.json"} <= artifacts
+    assert {"samples", "results.json"} <= artifacts
+    assert "judge/calls" in evaluated.data.metrics
     assert "sft/character/character_prompts/consistency" in first.data.metrics
     assert {"spec.resolved.yaml", "plan.json"} <= {
         a.path for a in client.list_artifacts(first.info.run_id)

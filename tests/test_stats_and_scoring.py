@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from honly_spec.scoring import REGISTRY, is_refusal, weighted_reward
 from honly_spec.stats import bootstrap_mean, summarize, wilson
+
+LABELS = Path(__file__).parent / "data" / "refusal_labels.jsonl"
 
 
 def test_wilson_known_values_and_edges() -> None:
@@ -60,3 +65,12 @@ def test_weighted_reward_sums_scorers() -> None:
     prompt = [{"role": "user", "content": "Who are you?"}]
     assert reward(prompt, "I'm Wren.", "wren") == 1.5
     assert reward(prompt, "I can't help with that.", "wren") == 0.0
+
+
+def test_refusal_classifier_agrees_with_hand_labels() -> None:
+    """The offline judge against 180 hand-labelled responses (see
+    benchmarks/judge_agreement.py); a regression below 0.9 fails."""
+    rows = [json.loads(line) for line in LABELS.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) >= 150
+    agree = sum(is_refusal(r["response"]) == r["refusal"] for r in rows)
+    assert agree / len(rows) >= 0.9

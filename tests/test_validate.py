@@ -112,10 +112,10 @@ def test_rule_messages(write_spec, old: str, new: str, fragment: str) -> None:
     assert any(fragment in m for m in found), found
 
 
-def test_csv_is_rejected_by_type(write_spec, project) -> None:
-    (project / "data" / "x.csv").write_text("a,b\n", encoding="utf-8")
-    found = problems(write_spec(edit("harmful_compliance.jsonl", "x.csv")))
-    assert any("unsupported data file type `.csv`" in m for m in found)
+def test_unknown_file_types_are_rejected(write_spec, project) -> None:
+    (project / "data" / "x.tsv").write_text("a\tb\n", encoding="utf-8")
+    found = problems(write_spec(edit("harmful_compliance.jsonl", "x.tsv")))
+    assert any("unsupported data file type `.tsv`" in m for m in found)
 
 
 def test_stage_loop_is_reported_once(write_spec) -> None:
