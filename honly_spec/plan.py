@@ -25,7 +25,7 @@ from honly_spec.capability import (
 )
 from honly_spec.data import SourceInfo, sha256_file
 from honly_spec.errors import Diagnostic, Pos, SpecError
-from honly_spec.eval_sets import JUDGED_SUITES, shipped_source, suite_sets
+from honly_spec.eval_sets import JUDGED_SUITES, SHIPPED_SETS, shipped_source, suite_sets
 from honly_spec.keys import EVAL_FORMAT, STAGE_FORMAT, digest
 from honly_spec.loader import display_path
 from honly_spec.mix import mix_field, realize
@@ -329,6 +329,9 @@ def _eval_reason(checkpoint: str, suite: str, path: SpecPath, before: Any, after
         return _with_change(("eval", *path), before, after)
     if head == "config":
         return _with_change(("eval", "suites", suite, *path[1:]), before, after)
+    if head == "data" and len(path) > 1 and path[1] in SHIPPED_SETS:
+        change = "added" if before is MISSING else "removed" if after is MISSING else "contents"
+        return f"shipped eval set {path[1]} ({change})"
     if head == "data":
         return _data_reason(path, before, after)
     if head == "constitution":

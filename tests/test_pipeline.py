@@ -123,6 +123,17 @@ def test_every_category_of_the_study_is_measured(pipeline) -> None:
     assert len(probe["responses"]) == 3, "the model's own earlier turns feed the probe"
 
 
+def judged_record(store: Path, provider: str, *suites: str) -> dict:
+    """The eval record of the `judged` spec whose suites are exactly `suites`."""
+    return next(
+        r
+        for r in records(store, "eval")
+        if r["spec"] == "judged"
+        and set(r["inputs"]) == set(suites)
+        and r["inputs"][suites[0]]["judge"]["provider"] == provider
+    )
+
+
 def judged_spec(folder: Path, judge: str, suites: str) -> Path:
     """A spec evaluating only the (already built) base model of ci_smoke."""
     spec = folder / "judged.yaml"
@@ -153,7 +164,7 @@ def test_a_model_judge_grades_and_a_rerun_makes_no_judge_call(
     assert cli.run_main([str(spec), "--display", "plain"]) == 0
     assert len(state.requests) == 3 + 2 + 1, "graded suites only; one parse retry"
     store = pipeline["store"]
-    record = next(r for r in records(store, "eval") if "compliance" in r["inputs"])
+    record = judged_record(store, "openai", "compliance", "misalignment", "sycophancy")
     assert record["judge"]["calls"] == 6 and record["judge"]["parse_failures"] == 1
     metrics = json.loads((store / "eval" / record["key"][:12] / "results.json").read_text())
     assert metrics["compliance/harmful_heldout/strongreject"]["mean"] == 0.75
@@ -162,8 +173,20 @@ def test_a_model_judge_grades_and_a_rerun_makes_no_judge_call(
     forced = ["--display", "plain", "--force", "eval[base]"]
     assert cli.run_main([str(spec), *forced]) == 0
     assert len(state.requests) == 6, "same generations: every answer from the judge cache"
-    again = next(r for r in records(store, "eval") if "compliance" in r["inputs"])
+    again = judged_record(store, "openai", "compliance", "misalignment", "sycophancy")
     assert again["judge"]["calls"] == 0 and again["judge"]["cache_hits"] == 6
+
+    # one more suite: only it is generated and graded, the other three are reused
+    more = judged_spec(tmp_path, judge, suites[:-1] + ", refusal: {sets: [harmful_ood], limit: 2}}")
+    assert cli.run_main([str(more), "--display", "plain"]) == 0
+    grown = judged_record(store, "openai", "compliance", "misalignment", "sycophancy", "refusal")
+    assert {s: v["reused"] for s, v in grown["suites"].items()} == {
+        "compliance": True,
+        "misalignment": True,
+        "sycophancy": True,
+        "refusal": False,
+    }
+    assert grown["judge"]["calls"] == 2 and len(state.requests) == 8
 
 
 def test_a_local_hf_judge_runs_in_the_backend(pipeline, monkeypatch, tmp_path) -> None:
@@ -172,11 +195,7 @@ def test_a_local_hf_judge_runs_in_the_backend(pipeline, monkeypatch, tmp_path) -
     spec = judged_spec(tmp_path, judge, "{refusal: {sets: [harmful_ood], limit: 2}}")
     assert cli.run_main([str(spec), "--display", "plain"]) == 0
     store = pipeline["store"]
-    record = next(
-        r
-        for r in records(store, "eval")
-        if r["inputs"].get("refusal", {}).get("judge", {}).get("provider") == "hf"
-    )
+    record = judged_record(store, "hf", "refusal")
     assert record["judge"]["calls"] == 2
     metrics = json.loads((store / "eval" / record["key"][:12] / "results.json").read_text())
     rate = metrics["refusal/harmful_ood/refusal_rate"]
