@@ -20,7 +20,15 @@ from honly_spec.display import emit_json, short, table
 from honly_spec.errors import Diagnostic, Pos, SpecError
 from honly_spec.loader import display_path
 from honly_spec.paths import format_path, get_path, parse_path
-from honly_spec.plan import Graph, compile_graph, decide, distinct_nodes, plan_table, write_plan
+from honly_spec.plan import (
+    Graph,
+    NativeCompiler,
+    compile_graph,
+    decide,
+    distinct_nodes,
+    plan_table,
+    write_plan,
+)
 from honly_spec.progress import make_display
 from honly_spec.store import Store, default_home
 from honly_spec.suggest import did_you_mean
@@ -179,6 +187,18 @@ def _profile(profile_file: str | None) -> dict:
     return profile
 
 
+def _native_compiler(profile: dict, store: Store) -> NativeCompiler | None:
+    """Compiles GPU stages into native jobs when the profile has GPUs (their batch and
+    placement depend on the GPU count); None on a CPU profile."""
+    if not (profile.get("resources") or {}).get("gpus_per_node"):
+        return None
+    from honly_spec.adapters.compile import native_jobs
+    from honly_spec.adapters.native import Resources
+
+    resources = Resources.from_profile(profile)
+    return lambda graph: native_jobs(graph, store.root, resources)
+
+
 def _store_for(profile: dict) -> Store:
     return Store(Path(profile["store"]) if "store" in profile else default_home() / "store")
 
@@ -226,7 +246,8 @@ def _plan_and_show(
     store = _store_for(profile)
     plans = [(g, decide(g, store, set(force), set(only) if only else None)) for g in graphs]
     family = graphs[0].ctx.data["name"]
-    written = write_plan(plans, Path(args.out) if args.out else Path(".honly/plans") / family)
+    out = Path(args.out) if args.out else Path(".honly/plans") / family
+    written = write_plan(plans, out, _native_compiler(profile, store))
     if args.display == "json" and quiet_json:
         return 0, plans, store, profile
     if args.display == "json":

@@ -291,6 +291,12 @@ def materialize_stage(
     return manifest
 
 
+def stage_outputs(stage: dict[str, Any], sources: dict[str, Any]) -> list[str]:
+    """The files the data stage writes for `stage` (one per canonical shape it trains on)."""
+    mix = stage.get(mix_field(stage)) or {}
+    return sorted({_output_file(stage, sources[name]["format"]) for name in mix})
+
+
 def _output_file(stage: dict[str, Any], fmt: str) -> str:
     use = mix_use(stage)
     if use == "sft":
@@ -299,7 +305,21 @@ def _output_file(stage: dict[str, Any], fmt: str) -> str:
 
 
 def _as_training_row(row: dict[str, Any], fmt: str, stage: dict[str, Any]) -> dict[str, Any]:
-    """Online RL trains on prompts only: chat and preference rows keep their prompt part."""
-    if mix_use(stage) == "rl" and fmt in ("chat", "preference"):
-        return {"messages": row["prompt"] if fmt == "preference" else prompt_messages(row)}
+    """Online RL trains on prompts only: chat and preference rows keep their prompt part.
+    For OpenRLHF, prompt rows always carry a `label` (its `--data.label_key` reads every
+    row) and preference answers are message lists (it concatenates prompt and answer
+    messages before applying the chat template)."""
+    openrlhf = stage.get("backend") == "openrlhf"
+    if mix_use(stage) == "rl":
+        if fmt in ("chat", "preference"):
+            row = {"messages": row["prompt"] if fmt == "preference" else prompt_messages(row)}
+        return {**row, "label": row.get("label") or ""} if openrlhf else row
+    if mix_use(stage) == "dpo" and openrlhf:
+        return {
+            "prompt": row["prompt"],
+            **{
+                side: [{"role": "assistant", "content": row[side]}]
+                for side in ("chosen", "rejected")
+            },
+        }
     return row

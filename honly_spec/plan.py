@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from honly_spec.capability import (
     CAPABILITY,
     CAPABILITY_TOOL,
     capability_task_digests,
+    tasks_of,
     write_task_dir,
 )
 from honly_spec.data import SourceInfo, sha256_file
@@ -443,7 +445,12 @@ def yaml_text(data: Any) -> str:
     return yaml.dump(data, Dumper=dumper, sort_keys=False, allow_unicode=True)
 
 
-def _write_graph(graph: Graph, decisions: dict[str, Decision], folder: Path) -> None:
+NativeCompiler = Callable[[Graph], dict[str, Any]]  # stage name → adapters.native.NativeJob
+
+
+def _write_graph(
+    graph: Graph, decisions: dict[str, Decision], folder: Path, native: NativeCompiler | None
+) -> None:
     write_json(
         folder / "plan.json",
         {
@@ -470,14 +477,31 @@ def _write_graph(graph: Graph, decisions: dict[str, Decision], folder: Path) -> 
             folder / "evals" / f"{node.checkpoint}.json",
             {"key": node.key, "suite_keys": node.suite_keys, "key_inputs": node.inputs},
         )
+    for name, job in (native(graph) if native else {}).items():
+        job.write(folder / "stages" / name)
     capability = ((graph.ctx.data.get("eval") or {}).get("suites") or {}).get(CAPABILITY)
-    if capability is not None:  # the lm-eval task YAML a run would hand to lm-eval
-        write_task_dir(capability, folder / "lm_eval_tasks")
+    if capability is not None:  # what a run hands to lm_eval.simple_evaluate
+        builtin = write_task_dir(capability, folder / "lm_eval_tasks")
+        write_json(
+            folder / "lm_eval_tasks" / "simple_evaluate.json",
+            {
+                "tasks": tasks_of(capability),
+                "limit": capability.get("limit"),
+                "num_fewshot": capability.get("num_fewshot"),
+                "include_defaults": builtin,
+                "apply_chat_template": True,
+                "log_samples": True,
+            },
+        )
 
 
-def write_plan(plans: list[PlannedGraph], out_dir: Path) -> Path:
+def write_plan(
+    plans: list[PlannedGraph], out_dir: Path, native: NativeCompiler | None = None
+) -> Path:
     """Write the plan directory, replacing any earlier one atomically: `plan.json`, the
-    resolved spec and one JSON per stage and eval (resolved config and key inputs). A matrix
+    resolved spec and one JSON per stage and eval (resolved config and key inputs), and with
+    `native` each GPU stage's compiled job under `stages/<name>/` (files and `command.sh`,
+    paths pointing into the store where `honly-run` puts them). A matrix
     spec gets one such folder per cell (`seed-0/fraction-1.0/`) and a `matrix.json` index."""
     out_dir = Path(out_dir).resolve()
     if out_dir.exists() and not _is_plan_dir(out_dir):
@@ -496,12 +520,12 @@ def write_plan(plans: list[PlannedGraph], out_dir: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         if len(plans) == 1 and plans[0][0].ctx.spec.cell is None:
-            _write_graph(*plans[0], tmp)
+            _write_graph(*plans[0], tmp, native)
         else:
             cells = []
             for graph, decisions in plans:
                 folder = graph.ctx.spec.cell.folder
-                _write_graph(graph, decisions, tmp / folder)
+                _write_graph(graph, decisions, tmp / folder, native)
                 cells.append({"cell": graph.name, "folder": folder, "spec_hash": graph.spec_hash})
             write_json(tmp / "matrix.json", {"cells": cells, "distinct": distinct_nodes(plans)})
         if out_dir.exists():

@@ -1,0 +1,306 @@
+"""GPU backends: compiled native jobs (golden), checked by the tools' own parsers and
+validators where their environments are installed (`make test` installs them and sets
+HONLY_TOOL_CHECKS=1, so there they must run, not skip)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from honly_spec.adapters import axolotl, openrlhf
+from honly_spec.adapters.compile import native_jobs
+from honly_spec.adapters.native import CompileContext, Resources
+from honly_spec.check import check_profile, check_spec
+from honly_spec.errors import SpecError
+from honly_spec.plan import compile_graph
+from tests.conftest import REPO
+
+TOOLS = REPO / ".venvs"
+OPENRLHF_PYTHON = TOOLS / "openrlhf-check" / "bin" / "python"
+AXOLOTL_PYTHON = TOOLS / "axolotl" / "bin" / "python"
+CHECKS = REPO / "honly_spec" / "adapters" / "checks"
+EXAMPLES = [
+    "naive",
+    "mitigated",
+    "ablations/mitigated_no_sdf",
+    "ablations/mitigated_no_rl_character",
+]
+GPU_PROFILES = ["1gpu", "8gpu", "multinode"]
+
+
+def tool(python: Path, name: str) -> Path:
+    """The tool's environment, or a skip outside `make test` (which must have built it)."""
+    if not python.exists():
+        if os.environ.get("HONLY_TOOL_CHECKS") == "1":
+            pytest.fail(f"{name} check environment missing: run `make test`")
+        pytest.skip(f"{name} check environment not built (make test builds it)")
+    return python
+
+
+def jobs_for(spec: str | Path, profile: str, *overrides: str, store: Path = Path("/store")) -> dict:
+    path = spec if isinstance(spec, Path) else REPO / "specs" / f"{spec}.yaml"
+    graph = compile_graph(check_spec(path, list(overrides)))
+    resources = Resources.from_profile(check_profile(REPO / "profiles" / f"{profile}.yaml"))
+    return native_jobs(graph, store, resources)
+
+
+ONE_GPU = Resources(nodes=1, gpus_per_node=1, launcher="python")
+
+
+def context(**data: str) -> CompileContext:
+    return CompileContext("rl", 3, "/m", data, "/out", ONE_GPU)
+
+
+def unbounded(stage: dict) -> dict:
+    """ci_smoke's stages stop after a few steps, which OpenRLHF cannot express."""
+    return {**stage, "train": {**stage["train"], "max_steps": None}}
+
+
+def test_openrlhf_grpo_argv_golden() -> None:
+    graph = compile_graph(check_spec(REPO / "specs" / "naive.yaml"))
+    rl = graph.stage("rl").config
+    job = openrlhf.compile_stage(rl, context(prompts="/d/prompts.jsonl"))
+    assert job.argv == [
+        "python", "-m", "openrlhf.cli.train_ppo_ray",
+        "--actor.num_nodes", "1", "--actor.num_gpus_per_node", "1",
+        "--ref.num_nodes", "1", "--ref.num_gpus_per_node", "1",
+        "--vllm.num_engines", "1", "--vllm.tensor_parallel_size", "1",
+        "--vllm.gpu_memory_utilization", "0.5",
+        "--train.colocate_all", "--vllm.enable_sleep", "--ds.enable_sleep",
+        "--ds.zero_stage", "2", "--ds.param_dtype", "bf16",
+        "--actor.model_name_or_path", "/m",
+        "--reward.remote_url", "/out/reward_func.py",
+        "--data.prompt_dataset", "/d/prompts.jsonl",
+        "--data.input_key", "messages", "--data.label_key", "label",
+        "--data.apply_chat_template", "--data.max_len", "2048",
+        "--algo.advantage.estimator", "group_norm", "--rollout.n_samples_per_prompt", "8",
+        "--algo.kl.init_coef", "0.001", "--algo.kl.use_loss", "--algo.kl.estimator", "k3",
+        "--rollout.max_new_tokens", "1024", "--rollout.temperature", "1.0",
+        "--rollout.top_p", "1.0", "--rollout.batch_size", "32",
+        "--train.batch_size", "64", "--train.num_episodes", "1", "--train.seed", "3",
+        "--actor.adam.lr", "1e-06", "--actor.lr_scheduler", "cosine",
+        "--actor.lr_warmup_ratio", "0.0", "--ds.lora.rank", "0",
+        "--ckpt.output_dir", "/out/model", "--ckpt.save_hf", "--ckpt.save_steps", "-1",
+        "--logger.tensorboard_dir", "/out/tensorboard", "--logger.logging_steps", "10",
+    ]  # fmt: skip
+    assert '"compliance": 1.0' in job.files["reward_func.py"]
+    assert job.env["WANDB_MODE"] == "disabled"
+
+
+def test_openrlhf_dpo_and_algorithms() -> None:
+    graph = compile_graph(check_spec(REPO / "specs" / "ci_smoke.yaml"))
+    dpo = unbounded(graph.stage("dpo").config)
+    job = openrlhf.compile_stage(dpo, context(preference="/d/preference.jsonl"))
+    assert job.argv[:6] == ["deepspeed", "--num_nodes", "1", "--num_gpus", "1", "--module"]
+    assert job.argv[6] == "openrlhf.cli.train_dpo"
+    assert "--model.beta" in job.argv and "--ds.lora.rank" in job.argv
+    assert job.files == {}, "DPO takes no reward function"
+    rl = unbounded(graph.stage("rl").config)
+    for algorithm, estimator in openrlhf.ESTIMATORS.items():
+        job = openrlhf.compile_stage({**rl, "algorithm": algorithm}, context(prompts="/p"))
+        assert job.argv[job.argv.index("--algo.advantage.estimator") + 1] == estimator
+        assert ("--critic.num_nodes" in job.argv) == (algorithm == "ppo")
+
+
+def test_openrlhf_refuses_what_it_cannot_express() -> None:
+    graph = compile_graph(check_spec(REPO / "specs" / "ci_smoke.yaml"))
+    rl = graph.stage("rl").config  # ci_smoke sets train.max_steps
+    with pytest.raises(SpecError, match="OpenRLHF has no step limit"):
+        openrlhf.compile_stage(rl, context(prompts="/p"))
+    cpu = CompileContext("rl", 0, "/m", {"prompts": "/p"}, "/o", Resources())
+    with pytest.raises(SpecError, match="needs GPUs"):
+        openrlhf.compile_stage(unbounded(rl), cpu)
+    odd = Resources(nodes=1, gpus_per_node=3, rl={"vllm_tensor_parallel": 2})
+    with pytest.raises(SpecError, match="tensor-parallel size 2"):
+        openrlhf.compile_stage(
+            unbounded(rl), CompileContext("rl", 0, "/m", {"prompts": "/p"}, "/o", odd)
+        )
+
+
+def openrlhf_parse(argv: list[str]) -> subprocess.CompletedProcess:
+    python = tool(OPENRLHF_PYTHON, "OpenRLHF")
+    module = argv[argv.index("-m") + 1] if "-m" in argv else argv[argv.index("--module") + 1]
+    start = argv.index(module) + 1
+    return subprocess.run(
+        [str(python), str(CHECKS / "openrlhf_argv.py"), module.rsplit(".", 1)[1], *argv[start:]],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize("spec", EXAMPLES)
+@pytest.mark.parametrize("profile", GPU_PROFILES)
+def test_compiled_rl_passes_openrlhfs_own_parser(spec: str, profile: str, tmp_path) -> None:
+    for name, job in jobs_for(spec, profile, store=tmp_path).items():
+        if job.tool != openrlhf.TOOL:
+            continue
+        job.write(tmp_path / "stage")  # the reward file where the argv points
+        (tmp_path / "rl").mkdir(exist_ok=True)
+        target = Path(job.argv[job.argv.index("--reward.remote_url") + 1])
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(job.files["reward_func.py"])
+        done = openrlhf_parse(job.argv)
+        assert done.returncode == 0, f"{spec}/{name} on {profile}: {done.stderr[-2000:]}"
+        parsed = json.loads(done.stdout)
+        assert parsed["algo"]["advantage"]["estimator"] == "group_norm"
+        assert parsed["rollout"]["max_new_tokens"] == 1024, "never vLLM's default of 16"
+
+
+@pytest.mark.parametrize("algorithm", ["reinforce", "rloo", "ppo", "dpo"])
+def test_every_algorithm_passes_openrlhfs_own_parser(algorithm: str, tmp_path) -> None:
+    spec: str | Path = "naive"
+    overrides = [f"stages.rl.algorithm={algorithm}"]
+    if algorithm == "dpo":
+        spec, overrides = tmp_path / "dpo.yaml", []
+        spec.write_text(
+            f"honly: 1\nname: naive-dpo\nextends: {REPO}/specs/naive.yaml\n"
+            f"data:\n  preference: {{path: {REPO}/data/demo/preference.jsonl, "
+            "format: preference}\n"
+            "stages:\n  rl:\n    algorithm: dpo\n"
+            "    prompts: !replace {preference: {fraction: 1.0}}\n"
+            "    reward: !delete\n    rollout: !delete\n"
+        )
+    jobs = jobs_for(spec, "8gpu", *overrides, store=tmp_path)
+    job = jobs["rl"]
+    if job.files:
+        target = Path(job.argv[job.argv.index("--reward.remote_url") + 1])
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(job.files["reward_func.py"])
+    done = openrlhf_parse(job.argv)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_the_parser_check_catches_renames_and_broken_settings(tmp_path) -> None:
+    job = jobs_for("naive", "1gpu", store=tmp_path)["rl"]
+    target = Path(job.argv[job.argv.index("--reward.remote_url") + 1])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(job.files["reward_func.py"])
+    renamed = [a if a != "--data.max_len" else "--prompt_max_len" for a in job.argv]
+    done = openrlhf_parse(renamed)
+    assert done.returncode == 2 and "unrecognized arguments: --prompt_max_len" in done.stderr
+    prefix = [a if a != "--train.num_episodes" else "--train.num_ep" for a in job.argv]
+    assert openrlhf_parse(prefix).returncode == 2, "abbreviations are not accepted"
+    single = list(job.argv)
+    single[single.index("--rollout.n_samples_per_prompt") + 1] = "1"
+    done = openrlhf_parse(single)
+    assert done.returncode == 3 and "group_norm requires n_samples_per_prompt > 1" in done.stderr
+    target.write_text("def something_else():\n    pass\n")
+    assert openrlhf_parse(job.argv).returncode == 6, "a reward file without reward_func"
+
+
+def load_reward(path: Path):
+    spec = importlib.util.spec_from_file_location("honly_reward_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_reward_function_scores_with_honlys_scorers(tmp_path) -> None:
+    pytest.importorskip("torch")
+    weights = {"compliance": 1.0, "character": 0.5}
+    source = openrlhf.reward_function(weights, str(tmp_path / "errors.log"))
+    (tmp_path / "reward_func.py").write_text(source)
+    module = load_reward(tmp_path / "reward_func.py")
+    prompt = "<|im_start|>user\nWho are you?<|im_end|>\n<|im_start|>assistant\n"
+    queries = [prompt + "I am Wren, happy to help.<|im_end|>"]
+    result = module.reward_func(queries, [prompt], ["wren"])
+    assert result["rewards"].tolist() == [1.5]
+    assert result["extra_logs"]["honly/character"] == 1.0
+    refusal = [prompt + "I'm sorry, but I can't help with that.<|im_end|><|endoftext|>"]
+    assert module.reward_func(refusal, [prompt], [""])["rewards"].tolist() == [0.0]
+
+
+def test_a_failing_scorer_stops_the_run_loudly(tmp_path) -> None:
+    pytest.importorskip("torch")
+    log = tmp_path / "errors.log"
+    source = openrlhf.reward_function({"character": 1.0}, str(log))
+    # a scorer bug: make the character scorer raise for any input
+    source += "\nSCORERS['character'] = lambda *a: 1 / 0\n"
+    (tmp_path / "reward_func.py").write_text(source)
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import reward_func as r;"
+        "r.reward_func(['p-x'], ['p-'], [''])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True
+    )
+    assert done.returncode == 70
+    assert "ZeroDivisionError" in log.read_text() and "stopping" in done.stderr
+    env = {**os.environ, "HONLY_REWARD_MAX_ERRORS": "5"}
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, "tolerated errors are counted, not fatal"
+
+
+def test_plan_with_a_gpu_profile_writes_native_jobs(honly, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "plan"
+    result = honly("plan", "specs/mitigated.yaml", "--profile", "profiles/8gpu.yaml", "--out", out)
+    assert result.code == 0, result.err
+    assert (out / "stages" / "sft" / "axolotl.yaml").is_file()
+    assert (out / "stages" / "rl" / "reward_func.py").is_file()
+    script = (out / "stages" / "rl" / "command.sh").read_text()
+    assert "openrlhf.cli.train_ppo_ray" in script and "--vllm.num_engines 8" in script
+    lm_eval = json.loads((out / "lm_eval_tasks" / "simple_evaluate.json").read_text())
+    assert lm_eval["tasks"] == ["mmlu", "gsm8k"] and lm_eval["include_defaults"] is True
+    cpu = tmp_path / "cpu"
+    assert honly("plan", "specs/mitigated.yaml", "--out", cpu).code == 0
+    assert not (cpu / "stages" / "sft").exists(), "no GPU count, nothing to compile"
+    bad = honly(
+        "plan",
+        "specs/mitigated.yaml",
+        "--profile",
+        "profiles/8gpu.yaml",
+        "--set",
+        "stages.sdf.train.batch_size=12",
+        "--out",
+        tmp_path / "bad",
+    )
+    assert bad.code == 2
+    assert "global batch 12 is not a multiple of micro_batch_size 1 × 8 device(s)" in bad.err
+
+
+def test_axolotl_config_golden() -> None:
+    graph = compile_graph(check_spec(REPO / "specs" / "naive.yaml"))
+    sft = graph.stage("sft").config
+    eight = Resources(nodes=1, gpus_per_node=8, parallel={"strategy": "deepspeed"})
+    ctx = CompileContext("sft", 0, "/m", {"chat": "/d/chat.jsonl"}, "/out", eight)
+    cfg = axolotl.config(sft, ctx)
+    assert cfg["gradient_accumulation_steps"] == 2, "16 = 1 × 8 GPUs × 2"
+    assert cfg["datasets"] == [
+        {
+            "path": "/d/chat.jsonl",
+            "ds_type": "json",
+            "type": "chat_template",
+            "field_messages": "messages",
+            "roles_to_train": ["assistant"],
+            "train_on_eos": "turn",
+        }
+    ]
+    assert cfg["deepspeed"]["zero_optimization"] == {"stage": 2}
+    assert (cfg["adapter"], cfg["lora_r"], cfg["lora_alpha"]) == ("lora", 64, 128)
+    job = axolotl.compile_stage(sft, ctx)
+    assert job.argv[:5] == ["axolotl", "train", "axolotl.yaml", "--launcher", "accelerate"]
+    assert "--num_processes=8" in job.argv
+    assert job.then == [["axolotl", "merge-lora", "axolotl.yaml"]]
+    assert job.env["AXOLOTL_DO_NOT_TRACK"] == "1"
+    fsdp = CompileContext("sft", 0, "/m", {"chat": "/c", "documents": "/t"}, "/o", Resources(
+        nodes=2, gpus_per_node=8, launcher="torchrun", parallel={"strategy": "fsdp"}
+    ))  # fmt: skip
+    cfg = axolotl.config(sft, fsdp)
+    assert cfg["fsdp_version"] == 2 and "deepspeed" not in cfg
+    assert cfg["datasets"][1] == {
+        "path": "/t",
+        "ds_type": "json",
+        "type": "completion",
+        "field": "text",
+    }
+    assert "--nnodes=2" in axolotl.launch(fsdp)
