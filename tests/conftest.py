@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import textwrap
 from collections.abc import Callable
@@ -87,3 +88,29 @@ def honly(capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
         return Result(code, captured.out, captured.err)
 
     return invoke
+
+
+@pytest.fixture(scope="session")
+def embedded_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The embedded SmolLM2 GGUF converted to an HF model directory, once per session, by
+    the local backend's own worker (the same job `honly-run` runs)."""
+    import json
+    import subprocess
+    import sys
+
+    pytest.importorskip("torch", reason="the local backend's packages are not installed")
+    from honly_spec.adapters.local.job import WORKER_MODULE, compile_prepare
+    from honly_spec.rules import EMBEDDED_MODELS
+
+    folder = tmp_path_factory.mktemp("embedded")
+    name = "smollm2-135m-instruct"
+    job = compile_prepare(name, EMBEDDED_MODELS[name], Path("weights"), Path("work"))
+    (folder / "job.json").write_text(json.dumps(job))
+    subprocess.run(
+        [sys.executable, "-m", WORKER_MODULE, str(folder / "job.json")],
+        cwd=folder,
+        check=True,
+        capture_output=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    return folder / "weights"

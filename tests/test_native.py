@@ -304,3 +304,79 @@ def test_axolotl_config_golden() -> None:
         "field": "text",
     }
     assert "--nnodes=2" in axolotl.launch(fsdp)
+
+
+def axolotl_check(*configs: Path) -> list[dict]:
+    python = tool(AXOLOTL_PYTHON, "Axolotl")
+    done = subprocess.run(
+        [str(python), str(CHECKS / "axolotl_config.py"), *map(str, configs)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1"},
+    )
+    reports = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert len(reports) == len(configs), done.stderr[-3000:]
+    return reports
+
+
+def test_compiled_axolotl_configs_pass_axolotls_own_validator(tmp_path) -> None:
+    configs = []
+    for spec in EXAMPLES:
+        for profile in GPU_PROFILES:
+            for name, job in jobs_for(spec, profile, store=tmp_path).items():
+                if job.tool == axolotl.TOOL:
+                    folder = tmp_path / spec.replace("/", "-") / profile / name
+                    job.write(folder)
+                    configs.append(folder / axolotl.CONFIG_FILE)
+    broken = tmp_path / "broken.yaml"
+    text = configs[0].read_text().replace("sequence_len:", "sequence_length:")
+    broken.write_text(text.replace("type: chat_template", "type: chat_templat"))
+    reports = axolotl_check(*configs, broken)
+    for report in reports[:-1]:
+        assert report["problems"] == [], report
+        assert report["changed_by_validation"] == {}, "Axolotl kept every value we set"
+    assert reports[-1]["problems"] == [
+        "unknown keys (Axolotl would ignore them): ['sequence_length']",
+        "datasets[0]: unknown type 'chat_templat'",
+    ]
+
+
+def test_axolotl_preprocess_tokenizes_the_materialized_mix_on_cpu(
+    tmp_path, embedded_weights
+) -> None:
+    """`axolotl preprocess` is what resolves the dataset type and the chat template: run it
+    on the compiled config of a real stage, with the embedded model as base model."""
+    from honly_spec.materialize import materialize_stage
+
+    python = tool(AXOLOTL_PYTHON, "Axolotl")
+    graph = compile_graph(check_spec(REPO / "specs" / "ci_smoke.yaml"))
+    stage = graph.stage("sft")
+    materialize_stage("sft", stage.config, graph.ctx.data["data"], 0, tmp_path / "data")
+    ctx = CompileContext(
+        "sft",
+        0,
+        str(embedded_weights),
+        {"chat": str(tmp_path / "data" / "chat.jsonl")},
+        str(tmp_path),
+        ONE_GPU,
+    )
+    job = axolotl.compile_stage(stage.config, ctx)
+    job.write(tmp_path)
+    env = {
+        **os.environ,
+        **job.env,
+        "CUDA_VISIBLE_DEVICES": "",
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+    }
+    done = subprocess.run(
+        [str(python.parent / "axolotl"), "preprocess", axolotl.CONFIG_FILE, "--no-download"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert list((tmp_path / "prepared").rglob("*.arrow")), "tokenized data written"
