@@ -421,11 +421,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         for graph, decisions in plans:
             run.check_runnable(graph, decisions)
             run.check_selection(graph, decisions, store)
+        resources = profile.get("resources") or {}
         runtime = run.Runtime(
             store=store,
             python=run.default_python(profile),
             tracking_uri=run.tracking_uri(plans[0][0].ctx.data, store),
             display=display,
+            launcher=profile.get("launcher", "python"),
+            processes=resources.get("processes_per_node") or resources.get("gpus_per_node") or 1,
         )
         tracker = run.Tracker(
             runtime.tracking_uri,

@@ -63,6 +63,35 @@ EXIT_FAILED = 1
 EXIT_NOT_AVAILABLE = 3
 
 
+# worker tasks that run data-parallel when the profile asks for several processes
+PARALLEL_TASKS = frozenset({"sft", "dpo"})
+
+
+def launch_prefix(python: str, launcher: str, processes: int) -> list[str]:
+    """The launcher command that starts `processes` copies of a module on this machine
+    (then `-m MODULE ARGS` follows); the worker reads RANK/WORLD_SIZE from it."""
+    if launcher == "accelerate":
+        return [
+            python,
+            "-m",
+            "accelerate.commands.launch",
+            f"--num_processes={processes}",
+            "--num_machines=1",
+            "--mixed_precision=no",
+            "--dynamo_backend=no",
+            "--multi_gpu",  # accelerate's multi-process mode; on CPU the worker picks gloo
+            "-m",
+        ]
+    return [
+        python,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={processes}",
+        "-m",
+    ]
+
+
 class NotAvailable(Exception):
     """Something the spec asks for that this version cannot run; the message says what."""
 
@@ -76,6 +105,8 @@ class Runtime:
     tracking_uri: str
     display: Display
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    launcher: str = "python"
+    processes: int = 1  # data-parallel training processes (torchrun / accelerate)
 
 
 def check_runnable(graph: Graph, decisions: dict[str, Decision]) -> None:
@@ -200,15 +231,19 @@ class CellRun:
                     node, state["step"], state["total"], f"loss {event['loss']:.3f}"
                 )
 
+        command = [self.rt.python, "-m", WORKER_MODULE, str(job_file)]
+        processes = self.rt.processes if job["task"] in PARALLEL_TASKS else 1
+        if processes > 1:
+            command = [*launch_prefix(self.rt.python, self.rt.launcher, processes), *command[2:]]
         env = {
-            "HONLY_THREADS": str(self.rt.threads),
+            "HONLY_THREADS": str(max(1, self.rt.threads // processes)),
             "TOKENIZERS_PARALLELISM": "false",
             "HF_HUB_DISABLE_TELEMETRY": "1",
             "WANDB_MODE": "disabled",
         }
         if not self._base_is_hub():
             env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
-        run_tool(what, [self.rt.python, "-m", WORKER_MODULE, str(job_file)], log, on_event, env)
+        run_tool(what, command, log, on_event, env)
         return json.loads((folder / job["result"]).read_text(encoding="utf-8"))
 
     def _base_is_hub(self) -> bool:

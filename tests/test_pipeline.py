@@ -238,6 +238,25 @@ def test_mlflow_holds_parent_and_nested_stage_runs(pipeline) -> None:
     assert sft_cached.data.tags["honly.source_run_id"] == by_node["sft"].info.run_id
 
 
+@pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
+def test_sft_trains_data_parallel_on_cpu(pipeline, monkeypatch, tmp_path, launcher) -> None:
+    """Two processes over gloo, started by the profile's launcher; the global batch is kept
+    (micro batch × processes × accumulation)."""
+    monkeypatch.setenv("HONLY_HOME", str(pipeline["home"]))
+    profile = tmp_path / "ddp.yaml"
+    profile.write_text(
+        "honly_profile: 1\nresources: {nodes: 1, gpus_per_node: 0, processes_per_node: 2}\n"
+        f"launcher: {launcher}\n"
+    )
+    argv = [str(SPEC), "--profile", str(profile), "--only", "sft", "--display", "plain"]
+    steps = "stages.sft.train.max_steps=2"
+    assert cli.run_main([*argv, "--set", steps, "--force", "sft"]) == 0
+    trained = max(records(pipeline["store"], "sft"), key=lambda r: r["timings"]["started"])
+    assert trained["result"]["processes"] == 2 and trained["result"]["steps"] == 2
+    adapter = pipeline["store"] / "sft" / trained["key"][:12] / "model"
+    assert (adapter / "adapter_model.safetensors").is_file(), "rank 0 saved the adapter"
+
+
 def test_a_crashing_stage_fails_cleanly_and_keeps_finished_work(pipeline, capsys) -> None:
     store = pipeline["store"]
     before = {p.name for p in (store / "sft").iterdir()}

