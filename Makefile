@@ -24,11 +24,13 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 # The GPU tools' own checkers, run by the tests on compiled configs (no GPU needed):
 # Axolotl needs Python 3.12 and brings a CUDA torch build (~7.6 GB, ~5 min, built once);
-# OpenRLHF's parser runs with its package alone (its engines are stubbed by the checker).
+# OpenRLHF's parser runs with its package alone (its engines are stubbed by the checker);
+# Ray (~360 MB) runs a real head that receives the compiled RL job.
 PYTHON312 ?= python3.12
 TOOLS := .venvs
 AXOLOTL_STAMP := $(TOOLS)/axolotl/.installed
 OPENRLHF_STAMP := $(TOOLS)/openrlhf-check/.installed
+RAY_STAMP := $(TOOLS)/ray/.installed
 
 $(AXOLOTL_STAMP):
 	$(PYTHON312) -m venv $(TOOLS)/axolotl
@@ -41,7 +43,13 @@ $(OPENRLHF_STAMP):
 	$(TOOLS)/openrlhf-check/bin/python -m pip install --quiet --no-deps openrlhf==0.11.2
 	touch $@
 
-tool-checks: $(AXOLOTL_STAMP) $(OPENRLHF_STAMP)
+# a real Ray head for the Jobs API test, at the version OpenRLHF 0.11.2 pins
+$(RAY_STAMP):
+	$(PYTHON) -m venv $(TOOLS)/ray
+	$(TOOLS)/ray/bin/python -m pip install --quiet "ray[default]==2.55.0"
+	touch $@
+
+tool-checks: $(AXOLOTL_STAMP) $(OPENRLHF_STAMP) $(RAY_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/honly-run specs/quickstart.yaml

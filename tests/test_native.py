@@ -380,3 +380,52 @@ def test_axolotl_preprocess_tokenizes_the_materialized_mix_on_cpu(
     )
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     assert list((tmp_path / "prepared").rglob("*.arrow")), "tokenized data written"
+
+
+RAY = TOOLS / "ray" / "bin" / "ray"
+
+
+@pytest.fixture(scope="module")
+def ray_head():
+    """A real Ray head on 127.0.0.1 (the `ray[default]` pinned by OpenRLHF 0.11.2)."""
+    from honly_spec.adapters.ray_jobs import start_local_head
+
+    ray = tool(RAY, "Ray")
+    address = start_local_head(str(ray), dashboard_port=8297, port=6397)
+    try:
+        yield address
+    finally:
+        subprocess.run([str(ray), "stop", "--force"], capture_output=True)
+
+
+def test_compiled_rl_job_runs_through_the_ray_jobs_api(ray_head, tmp_path) -> None:
+    """The compiled GRPO job is submitted to a real Ray head; on this CPU machine its
+    entrypoint runs OpenRLHF's parser and loads and calls the reward function."""
+    from honly_spec.adapters.ray_jobs import RayJobs
+
+    python = tool(OPENRLHF_PYTHON, "OpenRLHF")
+    job = jobs_for("naive", "1gpu", store=tmp_path)["rl"]
+    target = Path(job.argv[job.argv.index("--reward.remote_url") + 1])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(job.files["reward_func.py"])
+    check = [str(python), str(CHECKS / "openrlhf_argv.py"), "train_ppo_ray", *job.argv[3:]]
+    client = RayJobs(ray_head)
+    good = client.submit(check, f"honly-test-{tmp_path.name}", job.env, {"stage": "rl"})
+    output: list[str] = []
+    status = client.wait(good, on_output=output.append, poll_s=0.5, timeout_s=300)
+    assert status["status"] == "SUCCEEDED", "".join(output)[-2000:]
+    assert '"estimator": "group_norm"' in "".join(output)
+    renamed = [a if a != "--data.max_len" else "--prompt_max_len" for a in check]
+    bad = client.submit(renamed, f"honly-test-bad-{tmp_path.name}", job.env)
+    status = client.wait(bad, poll_s=0.5, timeout_s=300)
+    assert status["status"] == "FAILED"
+    assert "unrecognized arguments: --prompt_max_len" in client.logs(bad)
+
+
+def test_ray_client_addresses_and_unreachable_clusters_are_clear_errors() -> None:
+    from honly_spec.adapters.ray_jobs import RayJobError, RayJobs
+
+    with pytest.raises(RayJobError, match="dashboard's HTTP address"):
+        RayJobs("ray://10.0.0.1:10001")
+    with pytest.raises(RayJobError, match="cannot reach the Ray dashboard"):
+        RayJobs("http://127.0.0.1:9", timeout_s=2).status("x")
