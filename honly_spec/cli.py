@@ -419,7 +419,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     display = make_display(args.display)
     try:
         for graph, decisions in plans:
-            run.check_runnable(graph, decisions)
+            run.check_runnable(graph, decisions, profile)
             run.check_selection(graph, decisions, store)
         resources = profile.get("resources") or {}
         runtime = run.Runtime(
@@ -428,6 +428,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             tracking_uri=run.tracking_uri(plans[0][0].ctx.data, store),
             display=display,
             launcher=profile.get("launcher", "python"),
+            profile=profile,
             processes=resources.get("processes_per_node") or resources.get("gpus_per_node") or 1,
         )
         tracker = run.Tracker(

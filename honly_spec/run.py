@@ -26,6 +26,7 @@ from typing import Any
 
 from honly_spec import __version__
 from honly_spec.adapters import BACKENDS
+from honly_spec.adapters.compile import COMPILERS, produced_model, stage_context
 from honly_spec.adapters.local.job import (
     WORKER_MODULE,
     Checkpoint,
@@ -34,6 +35,8 @@ from honly_spec.adapters.local.job import (
     compile_prepare,
     compile_train,
 )
+from honly_spec.adapters.native import Resources
+from honly_spec.adapters.native_run import run_native
 from honly_spec.capability import CAPABILITY, metric_name, tasks_of, write_task_dir
 from honly_spec.data import sha256_file
 from honly_spec.errors import Diagnostic, Pos, SpecError
@@ -106,17 +109,25 @@ class Runtime:
     display: Display
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     launcher: str = "python"
+    profile: dict[str, Any] = field(default_factory=dict)
     processes: int = 1  # data-parallel training processes (torchrun / accelerate)
 
 
-def check_runnable(graph: Graph, decisions: dict[str, Decision]) -> None:
+def check_runnable(graph: Graph, decisions: dict[str, Decision], profile: dict) -> None:
     """Refuse up front what cannot run here, before any node is built."""
     problems = []
+    gpus = (profile.get("resources") or {}).get("gpus_per_node", 0)
     for stage in graph.stages:
-        if decisions[stage.name].status in ("MISS", "STALE", "FORCE") and stage.backend != "local":
+        to_build = decisions[stage.name].status in ("MISS", "STALE", "FORCE")
+        if not to_build or stage.backend == "local":
+            continue
+        env = (profile.get("envs") or {}).get(stage.backend) or {}
+        if not gpus or "python" not in env:
             problems.append(
-                f"stage `{stage.name}` uses backend `{stage.backend}`, whose launcher is not "
-                f"part of this version (only `local` runs); plan it with --dry-run"
+                f"stage `{stage.name}` uses backend `{stage.backend}`, which runs on GPUs in "
+                f"its own environment: use a GPU profile whose `envs.{stage.backend}.python` "
+                "names that environment (e.g. --profile profiles/1gpu.yaml), or plan it with "
+                "--dry-run"
             )
     todo = [e for e in graph.evals if decisions[eval_node_name(e.checkpoint)].status != "SKIP"]
     judge = (graph.ctx.data.get("eval") or {}).get("judge") or {}
@@ -316,13 +327,10 @@ class CellRun:
         decision = self.decisions[stage.name]
         parent = self.checkpoints[stage.after or BASE]
         store = self.rt.store
-        lora = bool(stage.config.get("lora"))
         record = store.lookup(stage.kind, stage.key)
         if decision.status == "SKIP":
             if record is not None:
-                self.checkpoints[stage.name] = parent.after(
-                    store.entry_dir(stage.kind, stage.key) / "model", lora
-                )
+                self.checkpoints[stage.name] = self._output_checkpoint(stage, parent)
             return
         display = self.rt.display
         tags = {
@@ -359,12 +367,20 @@ class CellRun:
                     lambda tmp: self._build_stage(stage, parent, tmp, run_id, started),
                     replace=decision.status == "FORCE",
                 )
-                self.tracker.metrics({"train_loss": record["result"]["train_loss"]})
-            display.finished(stage.name, "done", f"loss {record['result']['train_loss']:.3f}")
+                loss = record["result"].get("train_loss")
+                if loss is not None:  # GPU tools log their own losses into this run
+                    self.tracker.metrics({"train_loss": loss})
+            display.finished(stage.name, "done", f"loss {loss:.3f}" if loss is not None else "")
         store.write_ref(self.graph.name, stage.name, stage.key, stage.inputs, stage.after)
-        self.checkpoints[stage.name] = parent.after(
-            store.entry_dir(stage.kind, stage.key) / "model", lora
-        )
+        self.checkpoints[stage.name] = self._output_checkpoint(stage, parent)
+
+    def _output_checkpoint(self, stage: StageNode, parent: Checkpoint) -> Checkpoint:
+        """What a stored stage hands on: the local backend's adapter on top of its parent,
+        or a GPU tool's full (merged) model."""
+        if stage.backend != "local":
+            return Checkpoint(produced_model(self.rt.store.root, stage))
+        entry = self.rt.store.entry_dir(stage.kind, stage.key)
+        return parent.after(entry / "model", bool(stage.config.get("lora")))
 
     def _build_stage(
         self, stage: StageNode, parent: Checkpoint, tmp: Path, run_id: str, started: float
@@ -372,6 +388,8 @@ class CellRun:
         seed = stage.inputs["config"]["seed"]
         sources = self.data["data"]
         manifest = materialize_stage(stage.name, stage.config, sources, seed, tmp / "data")
+        if stage.backend != "local":
+            return self._build_native(stage, tmp, run_id, started, manifest)
         files = {Path(name).stem: f"data/{name}" for name in manifest["outputs"]}
         job = compile_train(stage.config, seed, parent, files, Path("model"), Path("work"))
         result = self._worker(
@@ -395,6 +413,40 @@ class CellRun:
             manifest=manifest,
             result=result,
             parent=parent.as_job(),
+        )
+
+    def _build_native(
+        self, stage: StageNode, tmp: Path, run_id: str, started: float, manifest: dict
+    ) -> dict[str, Any]:
+        """Compile the stage for its GPU tool and run it in the tool's environment. The
+        stage's MLflow run is handed over (`MLFLOW_RUN_ID`), so the tool logs into it."""
+        resources = Resources.from_profile(self.rt.profile)
+        experiment = experiment_name(self.data)
+        ctx = stage_context(
+            self.graph, stage, self.rt.store.root, tmp, resources, self.rt.tracking_uri, experiment
+        )
+        job = COMPILERS[stage.backend](stage.config, ctx)
+        env = {
+            "MLFLOW_TRACKING_URI": self.rt.tracking_uri,
+            "MLFLOW_EXPERIMENT_NAME": experiment,
+            "MLFLOW_RUN_ID": run_id,
+        }
+        python = os.path.expanduser(self.rt.profile["envs"][stage.backend]["python"])
+        log = self._log_path(stage.name, stage.key)
+        self.rt.display.progress(stage.name, 0, None, f"{job.tool} running; log {log.name}")
+        run_native(f"stage {stage.name}", job, tmp, python, log, resources, env)
+        return self._record(
+            stage.name,
+            stage.kind,
+            stage.key,
+            stage.inputs,
+            run_id,
+            started,
+            backend=BACKENDS[stage.backend].tool,
+            config=stage.config,
+            manifest=manifest,
+            result={"tool": job.tool, "command": job.script(), "log": str(log)},
+            parent={"path": ctx.model},
         )
 
     # --- evals --------------------------------------------------------------------------

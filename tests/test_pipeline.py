@@ -268,3 +268,139 @@ def test_a_crashing_stage_fails_cleanly_and_keeps_finished_work(pipeline, capsys
     assert {p.name for p in (store / "sft").iterdir()} == before, "nothing half-written"
     assert not list((store / "tmp").iterdir())
     assert (store / "model").is_dir(), "the prepared base model is kept"
+
+
+FAKE_AXOLOTL = '''#!{python}
+"""Test double for Axolotl's GPU-only training (this machine has no GPU): it checks what
+honly hands over, logs into the handed-over MLflow run as transformers' MLflowCallback
+does, and writes the outputs Axolotl writes (merge-lora: <output_dir>/merged)."""
+import json, os, shutil, sys
+import mlflow, yaml
+command, config = sys.argv[1], sys.argv[2]
+cfg = yaml.safe_load(open(config))
+assert os.environ["AXOLOTL_DO_NOT_TRACK"] == "1"
+if command == "train":
+    assert all(os.path.isfile(d["path"]) for d in cfg["datasets"])
+    os.makedirs(cfg["output_dir"], exist_ok=True)
+    seen = {{"argv": sys.argv, "run_id": os.environ["MLFLOW_RUN_ID"], "cwd": os.getcwd()}}
+    json.dump(seen, open(os.path.join(cfg["output_dir"], "double.json"), "w"))
+    with mlflow.start_run(run_id=os.environ["MLFLOW_RUN_ID"]):
+        mlflow.log_metric("train/loss", 1.25, step=1)
+elif command == "merge-lora":
+    shutil.copytree(cfg["base_model"], os.path.join(cfg["output_dir"], "merged"))
+'''
+
+
+def test_an_axolotl_stage_runs_in_its_environment_and_feeds_the_evals(
+    pipeline, monkeypatch, tmp_path
+) -> None:
+    import sys
+
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("HONLY_HOME", str(pipeline["home"]))
+    env = tmp_path / "axolotl-env" / "bin"
+    env.mkdir(parents=True)
+    (env / "python").symlink_to(sys.executable)
+    (env / "axolotl").write_text(FAKE_AXOLOTL.format(python=sys.executable))
+    (env / "axolotl").chmod(0o755)
+    profile = tmp_path / "gpu.yaml"
+    profile.write_text(
+        "honly_profile: 1\nresources: {nodes: 1, gpus_per_node: 1}\nlauncher: python\n"
+        f"envs: {{axolotl: {{python: {env / 'python'}}}}}\n"
+    )
+    spec = tmp_path / "gpu.yaml.spec.yaml"
+    spec.write_text(
+        f"honly: 1\nname: gpu-sft\nextends: {SPEC}\n"
+        "stages:\n  sft: {backend: axolotl}\n  rl: !delete\n  dpo: !delete\n"
+        "eval:\n  checkpoints: [sft]\n"
+        "  suites: !replace {refusal: {sets: [harmful_ood], limit: 2}}\n"
+        "tracking: {mlflow: {experiment: gpu-sft}}\n"
+    )
+    argv = [str(spec), "--profile", str(profile), "--display", "plain"]
+    assert cli.run_main(argv) == 0
+    store = pipeline["store"]
+    [record] = [r for r in records(store, "sft") if r["spec"] == "gpu-sft"]
+    entry = store / "sft" / record["key"][:12]
+    assert record["backend"] == "axolotl==0.21.0"
+    assert "axolotl merge-lora axolotl.yaml" in (entry / "command.sh").read_text()
+    seen = json.loads((entry / "model" / "double.json").read_text())
+    assert seen["run_id"] == record["mlflow_run_id"], "the stage's MLflow run is handed over"
+    assert (entry / "model" / "merged" / "config.json").is_file()
+    client = MlflowClient(tracking_uri=f"sqlite:///{store / 'mlflow.db'}")
+    assert client.get_run(record["mlflow_run_id"]).data.metrics["train/loss"] == 1.25
+    evaluated = next(r for r in records(store, "eval") if r["spec"] == "gpu-sft")
+    assert evaluated["checkpoint"] == "sft"
+    metrics = json.loads((store / "eval" / evaluated["key"][:12] / "results.json").read_text())
+    assert metrics["refusal/harmful_ood/refusal_rate"]["n"] == 2, "evaluated the merged model"
+
+
+FAKE_RL_PYTHON = '''#!{shebang}
+"""Test double for the RL environment's Python: OpenRLHF trains on GPUs only. Given
+`-m openrlhf.cli.train_ppo_ray ARGS`, it runs OpenRLHF's real parser and reward-file check
+on ARGS (the checker in the OpenRLHF check environment), then writes what OpenRLHF writes
+(an HF model in --ckpt.output_dir); `-m openrlhf.cli.lora_combiner` merges by copying."""
+import json, os, shutil, subprocess, sys
+module, args = sys.argv[2], sys.argv[3:]
+if module == "openrlhf.cli.train_ppo_ray":
+    assert os.environ.get("MLFLOW_RUN_ID"), "the stage's MLflow run is handed over"
+    done = subprocess.run([{checker_python}, {checker}, "train_ppo_ray", *args],
+                          capture_output=True, text=True)
+    sys.stderr.write(done.stderr[-3000:])
+    if done.returncode:
+        sys.exit(done.returncode)
+    parsed = json.loads(done.stdout)
+    shutil.copytree(parsed["actor"]["model_name_or_path"], parsed["ckpt"]["output_dir"])
+    print("double: trained", parsed["algo"]["advantage"]["estimator"])
+elif module == "openrlhf.cli.lora_combiner":
+    shutil.copytree(args[args.index("--model_path") + 1], args[args.index("--output_path") + 1])
+else:
+    os.execv({python}, [{python}, *sys.argv[1:]])
+'''
+
+
+def test_an_openrlhf_stage_runs_as_a_ray_job(pipeline, monkeypatch, tmp_path) -> None:
+    import sys
+
+    from tests.test_native import CHECKS, OPENRLHF_PYTHON, RAY, tool
+
+    checker_python = tool(OPENRLHF_PYTHON, "OpenRLHF")
+    ray = tool(RAY, "Ray")
+    monkeypatch.setenv("HONLY_HOME", str(pipeline["home"]))
+    env = tmp_path / "rl-env" / "bin"
+    env.mkdir(parents=True)
+    (env / "ray").symlink_to(ray)
+    (env / "python").write_text(
+        FAKE_RL_PYTHON.format(
+            shebang=sys.executable,
+            python=repr(sys.executable),
+            checker_python=repr(str(checker_python)),
+            checker=repr(str(CHECKS / "openrlhf_argv.py")),
+        )
+    )
+    (env / "python").chmod(0o755)
+    profile = tmp_path / "gpu.yaml"
+    profile.write_text(
+        "honly_profile: 1\nresources: {nodes: 1, gpus_per_node: 1}\n"
+        f"envs: {{openrlhf: {{python: {env / 'python'}}}}}\nray: {{address: null}}\n"
+    )
+    spec = tmp_path / "rl.yaml"
+    spec.write_text(
+        f"honly: 1\nname: gpu-rl\nextends: {SPEC}\n"
+        "stages:\n  sft: !delete\n  dpo: !delete\n"
+        "  rl: {backend: openrlhf, after: !delete, train: {max_steps: !delete}}\n"
+        "eval:\n  checkpoints: [rl]\n"
+        "  suites: !replace {refusal: {sets: [harmful_ood], limit: 2}}\n"
+        "tracking: {mlflow: {experiment: gpu-rl}}\n"
+    )
+    argv = [str(spec), "--profile", str(profile), "--display", "plain"]
+    assert cli.run_main(argv) == 0
+    store = pipeline["store"]
+    [record] = [r for r in records(store, "rl") if r["spec"] == "gpu-rl"]
+    log = Path(record["result"]["log"]).read_text()
+    assert "ray job" in log and "double: trained group_norm" in log
+    entry = store / "rl" / record["key"][:12]
+    assert (entry / "reward_func.py").is_file() and (entry / "model" / "merged").is_dir()
+    evaluated = next(r for r in records(store, "eval") if r["spec"] == "gpu-rl")
+    metrics = json.loads((store / "eval" / evaluated["key"][:12] / "results.json").read_text())
+    assert metrics["refusal/harmful_ood/refusal_rate"]["n"] == 2

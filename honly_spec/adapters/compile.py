@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from honly_spec.adapters import axolotl, openrlhf
-from honly_spec.adapters.native import CompileContext, NativeJob, Resources
+from honly_spec.adapters.native import CompileContext, NativeJob, Resources, compile_error
 from honly_spec.materialize import stage_outputs
 from honly_spec.plan import Graph, StageNode
 
@@ -41,8 +41,45 @@ def start_model(graph: Graph, stage: StageNode, store_root: Path) -> str:
     if stage.after is None:
         return base_model(graph, store_root)
     parent = graph.stage(stage.after)
-    model = entry(store_root, parent) / "model"
-    return str(model / "merged" if parent.config.get("lora") else model)
+    if parent.backend not in COMPILERS and parent.config.get("lora"):
+        raise compile_error(
+            stage.name,
+            ("after",),
+            f"`{parent.name}` (local backend) stored a LoRA adapter, not a full model; a GPU "
+            "stage needs full weights to start from: give it a GPU backend too",
+        )
+    return produced_model(store_root, parent)
+
+
+def stage_context(
+    graph: Graph,
+    stage: StageNode,
+    store_root: Path,
+    folder: Path,
+    resources: Resources,
+    tracking_uri: str | None = None,
+    experiment: str | None = None,
+) -> CompileContext:
+    """The compile context of `stage` built in `folder` (its store entry when planning, the
+    build directory when running)."""
+    files = stage_outputs(stage.config, graph.ctx.data["data"])
+    return CompileContext(
+        stage_name=stage.name,
+        seed=stage.inputs["config"]["seed"],
+        model=start_model(graph, stage, store_root),
+        data={Path(name).stem: str(folder / "data" / name) for name in files},
+        output_dir=str(folder),
+        resources=resources,
+        tracking_uri=tracking_uri,
+        experiment=experiment,
+    )
+
+
+def produced_model(store_root: Path, stage: StageNode) -> str:
+    """The full model a GPU stage leaves in the store: a LoRA stage's job ends by merging
+    its adapter (Axolotl's merge-lora, OpenRLHF's lora_combiner) into `model/merged`."""
+    model = entry(store_root, stage) / "model"
+    return str(model / "merged" if stage.config.get("lora") else model)
 
 
 def native_jobs(
@@ -53,22 +90,19 @@ def native_jobs(
     experiment: str | None = None,
 ) -> dict[str, NativeJob]:
     """Stage name → native job, for every stage whose backend is a GPU tool."""
-    jobs = {}
-    sources = graph.ctx.data["data"]
-    for stage in graph.stages:
-        if stage.backend not in COMPILERS:
-            continue
-        folder = entry(store_root, stage)
-        files = stage_outputs(stage.config, sources)
-        ctx = CompileContext(
-            stage_name=stage.name,
-            seed=stage.inputs["config"]["seed"],
-            model=start_model(graph, stage, store_root),
-            data={Path(name).stem: str(folder / "data" / name) for name in files},
-            output_dir=str(folder),
-            resources=resources,
-            tracking_uri=tracking_uri,
-            experiment=experiment,
+    return {
+        stage.name: COMPILERS[stage.backend](
+            stage.config,
+            stage_context(
+                graph,
+                stage,
+                store_root,
+                entry(store_root, stage),
+                resources,
+                tracking_uri,
+                experiment,
+            ),
         )
-        jobs[stage.name] = COMPILERS[stage.backend](stage.config, ctx)
-    return jobs
+        for stage in graph.stages
+        if stage.backend in COMPILERS
+    }

@@ -249,6 +249,7 @@ def _compile_online(stage: dict[str, Any], ctx: CompileContext) -> NativeJob:
         argv,
         {REWARD_FILE: reward_function(weights, str(out / "reward_errors.log"))},
         _env(),
+        _merge(stage, ctx),
     )
 
 
@@ -284,7 +285,28 @@ def _compile_dpo(stage: dict[str, Any], ctx: CompileContext) -> NativeJob:
     res = ctx.resources
     launch = ["deepspeed", "--num_nodes", str(res.nodes), "--num_gpus", str(res.gpus_per_node)]
     argv = [*launch, "--module", "openrlhf.cli.train_dpo", *_flags(DPO_FLAGS_0_11, values)]
-    return NativeJob(TOOL, argv, {}, _env())
+    return NativeJob(TOOL, argv, {}, _env(), _merge(stage, ctx))
+
+
+def _merge(stage: dict[str, Any], ctx: CompileContext) -> list[list[str]]:
+    """OpenRLHF saves a LoRA stage's adapter only: merge it onto the starting model, so the
+    next stage and the evals read a full model from `<output>/model/merged`."""
+    if not stage.get("lora"):
+        return []
+    model = Path(ctx.output_dir) / "model"
+    return [
+        [
+            "python",
+            "-m",
+            "openrlhf.cli.lora_combiner",
+            "--model_path",
+            ctx.model,
+            "--lora_path",
+            str(model),
+            "--output_path",
+            str(model / "merged"),
+        ]
+    ]
 
 
 def _env() -> dict[str, str]:
