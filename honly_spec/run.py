@@ -401,19 +401,7 @@ class CellRun:
         self.tracker.series(
             "loss", [(int(e.get("step", 0)), e["loss"]) for e in history if "loss" in e]
         )
-        return self._record(
-            stage.name,
-            stage.kind,
-            stage.key,
-            stage.inputs,
-            run_id,
-            started,
-            backend=BACKENDS[stage.backend].tool,
-            config=stage.config,
-            manifest=manifest,
-            result=result,
-            parent=parent.as_job(),
-        )
+        return self._stage_record(stage, run_id, started, manifest, result, parent.as_job())
 
     def _build_native(
         self, stage: StageNode, tmp: Path, run_id: str, started: float, manifest: dict
@@ -435,6 +423,18 @@ class CellRun:
         log = self._log_path(stage.name, stage.key)
         self.rt.display.progress(stage.name, 0, None, f"{job.tool} running; log {log.name}")
         run_native(f"stage {stage.name}", job, tmp, python, log, resources, env)
+        result = {"tool": job.tool, "command": job.script(), "log": str(log)}
+        return self._stage_record(stage, run_id, started, manifest, result, {"path": ctx.model})
+
+    def _stage_record(
+        self,
+        stage: StageNode,
+        run_id: str,
+        started: float,
+        manifest: dict,
+        result: dict,
+        parent: dict,
+    ) -> dict[str, Any]:
         return self._record(
             stage.name,
             stage.kind,
@@ -445,8 +445,8 @@ class CellRun:
             backend=BACKENDS[stage.backend].tool,
             config=stage.config,
             manifest=manifest,
-            result={"tool": job.tool, "command": job.script(), "log": str(log)},
-            parent={"path": ctx.model},
+            result=result,
+            parent=parent,
         )
 
     # --- evals --------------------------------------------------------------------------

@@ -20,11 +20,10 @@ from typing import Any
 
 import yaml
 
-from honly_spec.adapters.native import CompileContext, NativeJob, accumulation
+from honly_spec.adapters.native import SCHEDULERS, CompileContext, NativeJob, accumulation
 
 TOOL = "axolotl==0.21.0"
 CONFIG_FILE = "axolotl.yaml"
-SCHEDULERS = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
 ENV = {
     "AXOLOTL_DO_NOT_TRACK": "1",
     "DO_NOT_TRACK": "1",

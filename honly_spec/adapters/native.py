@@ -15,6 +15,10 @@ from typing import Any
 
 from honly_spec.errors import Diagnostic, Pos, SpecError
 
+# spec lr_scheduler → the transformers scheduler name both tools pass on (`constant` keeps
+# the warmup)
+SCHEDULERS = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
+
 
 @dataclass(frozen=True)
 class Resources:

@@ -21,18 +21,34 @@ from pathlib import Path
 from typing import Any
 
 import honly_spec
-from honly_spec.adapters.native import CompileContext, NativeJob, compile_error
+from honly_spec.adapters.native import SCHEDULERS, CompileContext, NativeJob, compile_error
 
 TOOL = "openrlhf==0.11.2"
 
 # spec algorithm → OpenRLHF advantage estimator (there is no `grpo` choice: GRPO is
 # group-normalized advantages)
 ESTIMATORS = {"grpo": "group_norm", "reinforce": "reinforce", "rloo": "rloo", "ppo": "gae"}
-# spec lr_scheduler → the transformers scheduler name OpenRLHF passes on
-SCHEDULERS = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
+
+# flags both parsers (train_ppo_ray and train_dpo) share in 0.11.2
+COMMON_FLAGS_0_11 = {
+    "zero_stage": "--ds.zero_stage",
+    "dtype": "--ds.param_dtype",
+    "lora_rank": "--ds.lora.rank",
+    "lora_alpha": "--ds.lora.alpha",
+    "lora_dropout": "--ds.lora.dropout",
+    "lora_targets": "--ds.lora.target_modules",
+    "train_batch": "--train.batch_size",
+    "train_micro": "--train.micro_batch_size",
+    "seed": "--train.seed",
+    "output_dir": "--ckpt.output_dir",
+    "save_hf": "--ckpt.save_hf",
+    "tensorboard": "--logger.tensorboard_dir",
+    "logging_steps": "--logger.logging_steps",
+}
 
 # honly concept → OpenRLHF 0.11.2 flag
 FLAGS_0_11 = {
+    **COMMON_FLAGS_0_11,
     # placement
     "actor_nodes": "--actor.num_nodes",
     "actor_gpus": "--actor.num_gpus_per_node",
@@ -46,8 +62,6 @@ FLAGS_0_11 = {
     "colocate_all": "--train.colocate_all",
     "vllm_sleep": "--vllm.enable_sleep",
     "ds_sleep": "--ds.enable_sleep",
-    "zero_stage": "--ds.zero_stage",
-    "dtype": "--ds.param_dtype",
     # model, data, reward
     "actor_model": "--actor.model_name_or_path",
     "reward_file": "--reward.remote_url",
@@ -68,29 +82,19 @@ FLAGS_0_11 = {
     "top_p": "--rollout.top_p",
     "rollout_batch": "--rollout.batch_size",
     "rollout_micro": "--rollout.micro_batch_size",
-    "train_batch": "--train.batch_size",
-    "train_micro": "--train.micro_batch_size",
     "episodes": "--train.num_episodes",
-    "seed": "--train.seed",
     "lr": "--actor.adam.lr",
     "weight_decay": "--actor.adam.weight_decay",
     "scheduler": "--actor.lr_scheduler",
     "warmup": "--actor.lr_warmup_ratio",
     "grad_ckpt": "--actor.gradient_checkpointing_enable",
-    "lora_rank": "--ds.lora.rank",
-    "lora_alpha": "--ds.lora.alpha",
-    "lora_dropout": "--ds.lora.dropout",
-    "lora_targets": "--ds.lora.target_modules",
     # outputs
-    "output_dir": "--ckpt.output_dir",
-    "save_hf": "--ckpt.save_hf",
     "save_steps": "--ckpt.save_steps",
-    "tensorboard": "--logger.tensorboard_dir",
-    "logging_steps": "--logger.logging_steps",
 }
 
 # train_dpo has its own (smaller) parser
 DPO_FLAGS_0_11 = {
+    **COMMON_FLAGS_0_11,
     "model": "--model.model_name_or_path",
     "dataset": "--data.dataset",
     "prompt_key": "--data.prompt_key",
@@ -99,24 +103,11 @@ DPO_FLAGS_0_11 = {
     "chat_template": "--data.apply_chat_template",
     "max_len": "--data.max_len",
     "beta": "--model.beta",
-    "train_batch": "--train.batch_size",
-    "train_micro": "--train.micro_batch_size",
     "epochs": "--train.max_epochs",
-    "seed": "--train.seed",
     "lr": "--adam.lr",
     "scheduler": "--lr_scheduler",
     "warmup": "--lr_warmup_ratio",
     "grad_ckpt": "--model.gradient_checkpointing_enable",
-    "zero_stage": "--ds.zero_stage",
-    "dtype": "--ds.param_dtype",
-    "lora_rank": "--ds.lora.rank",
-    "lora_alpha": "--ds.lora.alpha",
-    "lora_dropout": "--ds.lora.dropout",
-    "lora_targets": "--ds.lora.target_modules",
-    "output_dir": "--ckpt.output_dir",
-    "save_hf": "--ckpt.save_hf",
-    "tensorboard": "--logger.tensorboard_dir",
-    "logging_steps": "--logger.logging_steps",
 }
 
 REWARD_FILE = "reward_func.py"
