@@ -90,6 +90,16 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("spec_a", metavar="A")
     diff.add_argument("spec_b", metavar="B")
     _add_display(diff)
+
+    env = sub.add_parser("env", help="build or check the pinned per-tool environments")
+    env_sub = env.add_subparsers(dest="env_command", required=True, metavar="ACTION")
+    create = env_sub.add_parser("create", help="build environment sft, rl or eval")
+    create.add_argument("name", choices=["sft", "rl", "eval"])
+    create.add_argument("--prefix", default="~/.honly/envs", help="parent folder")
+    create.add_argument("--dry-run", action="store_true", help="print the commands only")
+    check = env_sub.add_parser("check", help="compare a profile's environments with the pins")
+    check.add_argument("--profile", required=True, help="runtime profile YAML")
+    _add_display(check)
     return parser
 
 
@@ -138,13 +148,54 @@ def _guarded(body: Callable[[], int]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"validate": cmd_validate, "plan": cmd_plan, "diff": cmd_diff}
+    commands = {"validate": cmd_validate, "plan": cmd_plan, "diff": cmd_diff, "env": cmd_env}
     return _guarded(lambda: commands[args.command](args))
 
 
 def run_main(argv: list[str] | None = None) -> int:
     args = build_run_parser().parse_args(argv)
     return _guarded(lambda: cmd_run(args))
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    """`env create NAME` runs the pinned install commands; `env check` reports, per
+    environment of the profile, what it holds next to the pins (exit 1 on a mismatch)."""
+    import shlex
+    import subprocess
+
+    from honly_spec import envs
+
+    if args.env_command == "create":
+        commands = envs.create_commands(args.name, Path(os.path.expanduser(args.prefix)))
+        for command in commands:
+            print("$ " + shlex.join(command), flush=True)
+            if not args.dry_run and subprocess.run(command).returncode != 0:
+                return 1
+        return 0
+    profile = _profile(args.profile)
+    reports = [
+        envs.check_env(backend, env["python"])
+        for backend, env in (profile.get("envs") or {}).items()
+        if backend in envs.PINS and "python" in env
+    ]
+    if args.display == "json":
+        emit_json([{**r.__dict__, "ok": r.ok} for r in reports])
+    else:
+        rows = [
+            [
+                r.backend,
+                r.python,
+                "ok" if r.ok else (r.problem or "differs"),
+                ", ".join(
+                    f"{name} {r.packages.get(name) or 'missing'}"
+                    + ("" if r.packages.get(name) == pin else f" (want {pin})")
+                    for name, pin in envs.PINS[r.backend].items()
+                ),
+            ]
+            for r in reports
+        ]
+        print(table(["backend", "python", "status", "packages"], rows))
+    return 0 if all(r.ok for r in reports) else 1
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

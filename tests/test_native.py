@@ -429,3 +429,32 @@ def test_ray_client_addresses_and_unreachable_clusters_are_clear_errors() -> Non
         RayJobs("ray://10.0.0.1:10001")
     with pytest.raises(RayJobError, match="cannot reach the Ray dashboard"):
         RayJobs("http://127.0.0.1:9", timeout_s=2).status("x")
+
+
+def test_env_check_reports_what_each_environment_holds(honly, tmp_path) -> None:
+    axolotl_python = tool(AXOLOTL_PYTHON, "Axolotl")
+    openrlhf_python = tool(OPENRLHF_PYTHON, "OpenRLHF")
+    profile = tmp_path / "p.yaml"
+    profile.write_text(
+        "honly_profile: 1\nresources: {gpus_per_node: 1}\nenvs:\n"
+        f"  axolotl: {{python: {axolotl_python}}}\n"
+        f"  openrlhf: {{python: {openrlhf_python}}}\n"
+        f"  vllm: {{python: {tmp_path / 'missing' / 'python'}}}\n"
+    )
+    result = honly("env", "check", "--profile", profile, "--display", "json")
+    assert result.code == 1, "no environment here is complete"
+    found = {r["backend"]: r for r in json.loads(result.out)}
+    assert found["axolotl"]["packages"]["axolotl"] == "0.21.0"
+    assert found["axolotl"]["python_version"].startswith("3.12")
+    assert found["openrlhf"]["packages"]["openrlhf"] == "0.11.2"
+    assert found["openrlhf"]["packages"]["torch"] is None, "the checker has no engines"
+    assert found["vllm"]["problem"] == "interpreter not found"
+
+
+def test_env_create_prints_the_pinned_recipe(honly, tmp_path) -> None:
+    result = honly("env", "create", "sft", "--prefix", tmp_path, "--dry-run")
+    assert result.code == 0
+    lines = result.out.splitlines()
+    assert lines[0] == f"$ python3.12 -m venv {tmp_path / 'sft'}"
+    assert "'axolotl[deepspeed]==0.21.0' mlflow==3.17.2" in lines[-1]
+    assert not (tmp_path / "sft").exists(), "--dry-run builds nothing"
