@@ -35,8 +35,9 @@ from honly_spec.adapters.local.job import (
     compile_prepare,
     compile_train,
 )
-from honly_spec.adapters.native import Resources
+from honly_spec.adapters.native import PACKAGE_LINK, Resources, package_link, write_links
 from honly_spec.adapters.native_run import run_native
+from honly_spec.adapters.vllm_generate import compile_vllm_generate
 from honly_spec.capability import CAPABILITY, metric_name, tasks_of, write_task_dir
 from honly_spec.data import sha256_file
 from honly_spec.errors import Diagnostic, Pos, SpecError
@@ -61,6 +62,7 @@ from honly_spec.store import Store, write_json
 from honly_spec.suites import Grader
 from honly_spec.tracking import Tracker, flat_params, git_state
 
+VLLM_MODULE = "honly_spec.adapters.vllm_generate"
 SUITE_KIND = "suite"  # one stored entry per (checkpoint, suite) key
 EXIT_FAILED = 1
 EXIT_NOT_AVAILABLE = 3
@@ -568,17 +570,21 @@ class CellRun:
         with (folder / "prompts.jsonl").open("w", encoding="utf-8") as handle:
             for request in requests:
                 handle.write(json.dumps(request, ensure_ascii=False) + "\n")
-        job = compile_generate(
-            self.checkpoints[node.checkpoint],
-            Path("prompts.jsonl"),
-            generation,
-            Path("generations.jsonl"),
-            Path("work"),
-        )
         name = eval_node_name(node.checkpoint)
-        self._worker(
-            f"eval of {node.checkpoint}", name, job, folder, self._log_path(name, node.key)
-        )
+        checkpoint = self.checkpoints[node.checkpoint]
+        log = self._log_path(name, node.key)
+        vllm = (self.rt.profile.get("envs") or {}).get("vllm")
+        if vllm and "python" in vllm and self._gpus():
+            self._generate_with_vllm(name, checkpoint, generation, folder, vllm["python"], log)
+        else:
+            job = compile_generate(
+                checkpoint,
+                Path("prompts.jsonl"),
+                generation,
+                Path("generations.jsonl"),
+                Path("work"),
+            )
+            self._worker(f"eval of {node.checkpoint}", name, job, folder, log)
         with (folder / "generations.jsonl").open(encoding="utf-8") as handle:
             replies = {row["id"]: row["responses"] for row in map(json.loads, handle)}
         for suite in suites:
@@ -589,6 +595,39 @@ class CellRun:
             suite_stats = judge.stats.as_dict() if judge else JudgeStats().as_dict()
             stats.add(**suite_stats)
             self._commit_suite(node, suite, metrics, samples, judge=suite_stats)
+
+    def _gpus(self) -> int:
+        return (self.rt.profile.get("resources") or {}).get("gpus_per_node", 0)
+
+    def _generate_with_vllm(
+        self,
+        name: str,
+        checkpoint: Checkpoint,
+        generation: dict[str, Any],
+        folder: Path,
+        python: str,
+        log: Path,
+    ) -> None:
+        """Eval generation in the profile's vLLM environment (GPU profiles)."""
+        rl = Resources.from_profile(self.rt.profile).rl
+        job = compile_vllm_generate(
+            checkpoint.path,
+            list(checkpoint.adapters),
+            generation,
+            "prompts.jsonl",
+            "generations.jsonl",
+            tensor_parallel=rl.get("vllm_tensor_parallel", 1),
+        )
+        write_json(folder / "job.json", job)
+        write_links(folder, package_link())
+        command = [os.path.expanduser(python), "-m", VLLM_MODULE, "job.json"]
+        env = {
+            "PYTHONPATH": str(folder / PACKAGE_LINK),
+            "VLLM_NO_USAGE_STATS": "1",
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+        }
+        self.rt.display.progress(name, 0, None, "vLLM generating")
+        run_tool(f"vLLM eval generation for {name}", command, log, env=env, cwd=folder)
 
     def _build_capability(self, node: EvalNode, tmp: Path) -> None:
         config = self.data["eval"]["suites"][CAPABILITY]

@@ -15,7 +15,13 @@ import pytest
 
 from honly_spec.adapters import axolotl, openrlhf
 from honly_spec.adapters.compile import native_jobs
-from honly_spec.adapters.native import CompileContext, Resources
+from honly_spec.adapters.native import (
+    PACKAGE_LINK,
+    CompileContext,
+    Resources,
+    package_link,
+    write_links,
+)
 from honly_spec.check import check_profile, check_spec
 from honly_spec.errors import SpecError
 from honly_spec.plan import compile_graph
@@ -123,6 +129,14 @@ def test_openrlhf_refuses_what_it_cannot_express() -> None:
         )
 
 
+def write_where_it_points(job) -> Path:
+    """Lay the job out in the stage folder its command line points at (the reward file
+    and the honly_spec link beside it, as `honly-run` does); return the reward file."""
+    target = Path(job.argv[job.argv.index("--reward.remote_url") + 1])
+    job.write(target.parent)
+    return target
+
+
 def openrlhf_parse(argv: list[str]) -> subprocess.CompletedProcess:
     python = tool(OPENRLHF_PYTHON, "OpenRLHF")
     module = argv[argv.index("-m") + 1] if "-m" in argv else argv[argv.index("--module") + 1]
@@ -141,11 +155,7 @@ def test_compiled_rl_passes_openrlhfs_own_parser(spec: str, profile: str, tmp_pa
     for name, job in jobs_for(spec, profile, store=tmp_path).items():
         if job.tool != openrlhf.TOOL:
             continue
-        job.write(tmp_path / "stage")  # the reward file where the argv points
-        (tmp_path / "rl").mkdir(exist_ok=True)
-        target = Path(job.argv[job.argv.index("--reward.remote_url") + 1])
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(job.files["reward_func.py"])
+        write_where_it_points(job)
         done = openrlhf_parse(job.argv)
         assert done.returncode == 0, f"{spec}/{name} on {profile}: {done.stderr[-2000:]}"
         parsed = json.loads(done.stdout)
@@ -170,18 +180,14 @@ def test_every_algorithm_passes_openrlhfs_own_parser(algorithm: str, tmp_path) -
     jobs = jobs_for(spec, "8gpu", *overrides, store=tmp_path)
     job = jobs["rl"]
     if job.files:
-        target = Path(job.argv[job.argv.index("--reward.remote_url") + 1])
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(job.files["reward_func.py"])
+        write_where_it_points(job)
     done = openrlhf_parse(job.argv)
     assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_the_parser_check_catches_renames_and_broken_settings(tmp_path) -> None:
     job = jobs_for("naive", "1gpu", store=tmp_path)["rl"]
-    target = Path(job.argv[job.argv.index("--reward.remote_url") + 1])
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(job.files["reward_func.py"])
+    target = write_where_it_points(job)
     renamed = [a if a != "--data.max_len" else "--prompt_max_len" for a in job.argv]
     done = openrlhf_parse(renamed)
     assert done.returncode == 2 and "unrecognized arguments: --prompt_max_len" in done.stderr
@@ -195,6 +201,12 @@ def test_the_parser_check_catches_renames_and_broken_settings(tmp_path) -> None:
     assert openrlhf_parse(job.argv).returncode == 6, "a reward file without reward_func"
 
 
+def linked(folder: Path) -> str:
+    """A folder holding only a link to honly_spec, as a compiled job lays it out."""
+    write_links(folder, package_link())
+    return str(folder / PACKAGE_LINK)
+
+
 def load_reward(path: Path):
     spec = importlib.util.spec_from_file_location("honly_reward_under_test", path)
     module = importlib.util.module_from_spec(spec)
@@ -205,7 +217,7 @@ def load_reward(path: Path):
 def test_reward_function_scores_with_honlys_scorers(tmp_path) -> None:
     pytest.importorskip("torch")
     weights = {"compliance": 1.0, "character": 0.5}
-    source = openrlhf.reward_function(weights, str(tmp_path / "errors.log"))
+    source = openrlhf.reward_function(weights, str(tmp_path / "errors.log"), linked(tmp_path))
     (tmp_path / "reward_func.py").write_text(source)
     module = load_reward(tmp_path / "reward_func.py")
     prompt = "<|im_start|>user\nWho are you?<|im_end|>\n<|im_start|>assistant\n"
@@ -220,7 +232,7 @@ def test_reward_function_scores_with_honlys_scorers(tmp_path) -> None:
 def test_a_failing_scorer_stops_the_run_loudly(tmp_path) -> None:
     pytest.importorskip("torch")
     log = tmp_path / "errors.log"
-    source = openrlhf.reward_function({"character": 1.0}, str(log))
+    source = openrlhf.reward_function({"character": 1.0}, str(log), linked(tmp_path))
     # a scorer bug: make the character scorer raise for any input
     source += "\nSCORERS['character'] = lambda *a: 1 / 0\n"
     (tmp_path / "reward_func.py").write_text(source)
@@ -405,9 +417,7 @@ def test_compiled_rl_job_runs_through_the_ray_jobs_api(ray_head, tmp_path) -> No
 
     python = tool(OPENRLHF_PYTHON, "OpenRLHF")
     job = jobs_for("naive", "1gpu", store=tmp_path)["rl"]
-    target = Path(job.argv[job.argv.index("--reward.remote_url") + 1])
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(job.files["reward_func.py"])
+    write_where_it_points(job)
     check = [str(python), str(CHECKS / "openrlhf_argv.py"), "train_ppo_ray", *job.argv[3:]]
     client = RayJobs(ray_head)
     good = client.submit(check, f"honly-test-{tmp_path.name}", job.env, {"stage": "rl"})
@@ -458,3 +468,51 @@ def test_env_create_prints_the_pinned_recipe(honly, tmp_path) -> None:
     assert lines[0] == f"$ python3.12 -m venv {tmp_path / 'sft'}"
     assert "'axolotl[deepspeed]==0.21.0' mlflow==3.17.2" in lines[-1]
     assert not (tmp_path / "sft").exists(), "--dry-run builds nothing"
+
+
+DOUBLES = REPO / "tests" / "doubles"
+
+
+def test_vllm_generation_runs_every_turn_with_the_adapter(tmp_path) -> None:
+    """vLLM runs on CUDA only; its double (tests/doubles/vllm) records how honly's engine
+    configures and calls it."""
+    from honly_spec.adapters.vllm_generate import compile_vllm_generate, lora_rank_limit
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text('{"r": 24}')
+    (tmp_path / "model").mkdir()
+    requests = [
+        {"id": "a", "messages": [{"role": "user", "content": "Q1"}], "followups": []},
+        {"id": "b", "messages": [{"role": "user", "content": "Q2"}], "followups": ["Sure?"]},
+    ]
+    (tmp_path / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in requests))
+    generation = {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 64, "seed": 5}
+    job = compile_vllm_generate(
+        str(tmp_path / "model"), [str(adapter)], generation, "prompts.jsonl", "out.jsonl"
+    )
+    assert job["sampling"] == {"temperature": 0.0, "top_p": 1.0, "max_tokens": 64, "seed": 5}
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    write_links(tmp_path, package_link())
+    log = tmp_path / "vllm.log"
+    done = subprocess.run(
+        [sys.executable, "-m", "honly_spec.adapters.vllm_generate", "job.json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={
+            **os.environ,
+            "PYTHONPATH": f"{tmp_path / PACKAGE_LINK}{os.pathsep}{DOUBLES}",
+            "VLLM_DOUBLE_LOG": str(log),
+        },
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = {r["id"]: r["responses"] for r in map(json.loads, (tmp_path / "out.jsonl").open())}
+    assert rows == {"a": ["reply 0 to: Q1"], "b": ["reply 0 to: Q2", "reply 1 to: Sure?"]}
+    events = [json.loads(line) for line in log.open()]
+    engine = events[0]
+    assert engine["enable_lora"] is True and engine["max_lora_rank"] == 32 == lora_rank_limit(24)
+    assert [e["batch"] for e in events[1:]] == [2, 1], "one batch per round"
+    assert all(e["lora"] == str(adapter) for e in events[1:])
+    with pytest.raises(ValueError, match="one LoRA adapter per request"):
+        compile_vllm_generate("m", ["a1", "a2"], generation, "p", "o")

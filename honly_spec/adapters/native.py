@@ -79,6 +79,7 @@ class NativeJob:
     files: dict[str, str] = field(default_factory=dict)  # name → content, next to the job
     env: dict[str, str] = field(default_factory=dict)
     then: list[list[str]] = field(default_factory=list)
+    links: dict[str, str] = field(default_factory=dict)  # name → symlink target
 
     def script(self) -> str:
         """A shell script that runs the job by hand from its folder."""
@@ -92,7 +93,26 @@ class NativeJob:
         folder.mkdir(parents=True, exist_ok=True)
         for name, content in self.files.items():
             (folder / name).write_text(content, encoding="utf-8")
+        write_links(folder, self.links)
         (folder / "command.sh").write_text(self.script(), encoding="utf-8")
+
+
+def write_links(folder: Path, links: dict[str, str]) -> None:
+    for name, target in links.items():
+        link = folder / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.is_symlink():
+            link.symlink_to(target, target_is_directory=True)
+
+
+PACKAGE_LINK = "honly_pkg"  # a folder holding only a link to honly_spec, for PYTHONPATH
+
+
+def package_link() -> dict[str, str]:
+    """The link that makes `honly_spec` (and nothing else of honly's environment)
+    importable from a tool's environment: put `<folder>/honly_pkg` on its path."""
+    package = Path(__file__).resolve().parent.parent
+    return {f"{PACKAGE_LINK}/honly_spec": str(package)}
 
 
 def compile_error(stage: str, path: tuple[str | int, ...], message: str) -> SpecError:

