@@ -91,6 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("spec_b", metavar="B")
     _add_display(diff)
 
+    compare = sub.add_parser(
+        "compare", help="eval metrics of arms and checkpoints side by side, from MLflow"
+    )
+    _add_results_options(compare)
+    compare.add_argument("--format", choices=["table", "markdown", "csv", "json"], default="table")
+    report = sub.add_parser("report", help="the comparison as a PNG figure and an HTML page")
+    _add_results_options(report)
+    report.add_argument("--out", default=".honly/report", help="folder for figure and page")
+
     env = sub.add_parser("env", help="build or check the pinned per-tool environments")
     env_sub = env.add_subparsers(dest="env_command", required=True, metavar="ACTION")
     create = env_sub.add_parser("create", help="build environment sft, rl or eval")
@@ -101,6 +110,16 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--profile", required=True, help="runtime profile YAML")
     _add_display(check)
     return parser
+
+
+def _add_results_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("specs", nargs="*", metavar="SPEC", help="specs whose runs to compare")
+    parser.add_argument(
+        "--experiment", action="append", default=[], help="an MLflow experiment (repeatable)"
+    )
+    parser.add_argument("--filter", help="only cells whose name contains this text")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: the spec's)")
+    parser.add_argument("--profile", help="runtime profile YAML (for the store location)")
 
 
 def build_run_parser() -> argparse.ArgumentParser:
@@ -148,13 +167,60 @@ def _guarded(body: Callable[[], int]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"validate": cmd_validate, "plan": cmd_plan, "diff": cmd_diff, "env": cmd_env}
+    commands = {
+        "validate": cmd_validate,
+        "plan": cmd_plan,
+        "diff": cmd_diff,
+        "env": cmd_env,
+        "compare": cmd_compare,
+        "report": cmd_report,
+    }
     return _guarded(lambda: commands[args.command](args))
 
 
 def run_main(argv: list[str] | None = None) -> int:
     args = build_run_parser().parse_args(argv)
     return _guarded(lambda: cmd_run(args))
+
+
+def _results(args: argparse.Namespace) -> tuple[str, list]:
+    """The tracking URI and every measured metric of the runs `args` names."""
+    from honly_spec import compare, run
+
+    store = _store_for(_profile(args.profile))
+    experiments, uri = list(args.experiment), args.tracking_uri
+    for spec in args.specs:
+        data = check_cells(spec, [])[0].data
+        experiments.append(run.experiment_name(data))
+        uri = uri or run.tracking_uri(data, store)
+    uri = uri or f"sqlite:///{store.root / 'mlflow.db'}"
+    if not experiments:
+        raise SpecError([Diagnostic(Pos("honly compare"), (), "name specs or --experiment")])
+    found = compare.fetch(uri, sorted(set(experiments)), args.filter)
+    if not found:
+        names = ", ".join(sorted(set(experiments)))
+        raise SpecError(
+            [Diagnostic(Pos(uri), (), f"no evaluated runs in experiment(s) {names}; run them")]
+        )
+    return uri, found
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from honly_spec import compare
+
+    _, found = _results(args)
+    print(compare.render(compare.comparison(found), args.format))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from honly_spec import report
+
+    uri, found = _results(args)
+    written = report.write_report(found, Path(args.out), uri)
+    for path in written:
+        print(f"wrote {display_path(path)}")
+    return 0
 
 
 def cmd_env(args: argparse.Namespace) -> int:

@@ -46,6 +46,7 @@ from honly_spec.evaluate import aggregate, generation_requests, score_suite, sui
 from honly_spec.judges import Completion, Judge, JudgeCache, JudgeConfig, JudgeStats
 from honly_spec.launch import run_tool
 from honly_spec.materialize import materialize_stage
+from honly_spec.matrix import value_label
 from honly_spec.plan import (
     BASE,
     Decision,
@@ -708,9 +709,18 @@ class CellRun:
 
     def run(self) -> dict[str, dict[str, dict[str, float]]]:
         graph = self.graph
+        cell = graph.ctx.spec.cell
+        axes = (
+            {f"honly.axis.{axis}": value_label(value) for axis, _, value in cell.assignments}
+            if cell
+            else {}
+        )
         tags = {
             "honly.spec": self.data["name"],
             "honly.cell": graph.name,
+            "honly.arm": arm_name(graph),
+            "honly.seed": str(self.data["seed"]),
+            **axes,
             "honly.spec_hash": graph.spec_hash,
             "honly.spec_file": str(graph.ctx.spec.file),
             **{f"honly.key.{s.name}": s.key for s in graph.stages},
@@ -740,6 +750,17 @@ class CellRun:
                 }
             )
         return self.results
+
+
+def arm_name(graph: Graph) -> str:
+    """The cell's name without its seed: cells that differ only by seed are one arm."""
+    cell = graph.ctx.spec.cell
+    if cell is None:
+        return graph.name
+    seed_parts = {
+        f"seed-{value_label(value)}" for axis, _, value in cell.assignments if axis == "seed"
+    }
+    return "/".join(p for p in graph.name.split("/") if p not in seed_parts)
 
 
 def _metric_values(metrics: dict[str, dict[str, Any]]) -> dict[str, float]:
