@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench reference clean tool-checks
+.PHONY: demo test lint bench reference clean tool-checks browser
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "honly needs Python >= 3.11"'
@@ -49,7 +49,15 @@ $(RAY_STAMP):
 	$(TOOLS)/ray/bin/python -m pip install --quiet "ray[default]==2.55.0"
 	touch $@
 
-tool-checks: $(AXOLOTL_STAMP) $(OPENRLHF_STAMP) $(RAY_STAMP)
+# headless Chromium opens the HTML report in a test (Debian's package; installed as root,
+# otherwise that test is skipped with a note)
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	  --no-install-recommends chromium >/dev/null; } \
+	  || echo "note: no chromium; the report's browser test will be skipped"
+
+tool-checks: $(AXOLOTL_STAMP) $(OPENRLHF_STAMP) $(RAY_STAMP) browser
 
 demo: $(STAMP)
 	$(BIN)/honly-run specs/quickstart.yaml

@@ -111,8 +111,26 @@ def _samples(found: list[Measured], tracking_uri: str) -> list[dict[str, Any]]:
             for file in sorted(folder.glob("*.jsonl")):
                 with file.open(encoding="utf-8") as handle:
                     for line in list(handle)[:SAMPLES_PER_SUITE]:
-                        out.append({"arm": arm, "checkpoint": checkpoint, **json.loads(line)})
+                        sample = _normalized(json.loads(line))
+                        out.append({"arm": arm, "checkpoint": checkpoint, **sample})
     return out
+
+
+def _normalized(sample: dict[str, Any]) -> dict[str, Any]:
+    """lm-eval samples (capability) in the shape of the other suites' samples."""
+    if "task" not in sample:
+        return sample
+    return {
+        "suite": "capability",
+        "id": f"{sample['task']}/{sample['doc_id']}",
+        "messages": [],
+        "responses": sample["response"],
+        "scores": {**sample["metrics"], "target": sample["target"]},
+    }
+
+
+def _num(value: float) -> str:
+    return f"{round(value, 4):.3g}"
 
 
 def page(result: dict[str, Any], png: bytes, samples: list[dict[str, Any]]) -> str:
@@ -127,7 +145,7 @@ def page(result: dict[str, Any], png: bytes, samples: list[dict[str, Any]]) -> s
             cells.append(
                 "<td>-</td>"
                 if s is None
-                else f"<td>{s.mean:.3g} <small>[{s.low:.3g}, {s.high:.3g}] "
+                else f"<td>{_num(s.mean)} <small>[{_num(s.low)}, {_num(s.high)}] "
                 f"{'seeds' if s.seeds > 1 else 'n'}={s.seeds if s.seeds > 1 else s.n}</small></td>"
             )
         label = html.escape(f"{metric} {arrow(metric)}")
@@ -169,7 +187,8 @@ img {{ max-width: 100%; }}
 <p>Generated {stamp}. Each value: mean [95% interval], n samples (or the number of seeds,
 when an arm ran several). ↑/↓: which direction is better for a helpful-only model.</p>
 <h2>Figure</h2>
-<img id=figure alt="headline metric per eval category" src="data:image/png;base64,{image}">
+<img id=figure alt="headline metric per eval category" src="data:image/png;base64,{image}"
+ onload="document.body.dataset.figure = this.naturalWidth + 'x' + this.naturalHeight">
 <h2>All metrics</h2>
 <table id=comparison><tr><th>metric</th>{head}</tr>
 {chr(10).join(body)}

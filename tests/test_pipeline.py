@@ -8,6 +8,10 @@ the MLflow database, the printed results.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -294,8 +298,6 @@ elif command == "merge-lora":
 def test_an_axolotl_stage_runs_in_its_environment_and_feeds_the_evals(
     pipeline, monkeypatch, tmp_path
 ) -> None:
-    import sys
-
     from mlflow.tracking import MlflowClient
 
     monkeypatch.setenv("HONLY_HOME", str(pipeline["home"]))
@@ -360,8 +362,6 @@ else:
 
 
 def test_an_openrlhf_stage_runs_as_a_ray_job(pipeline, monkeypatch, tmp_path) -> None:
-    import sys
-
     from tests.test_native import CHECKS, OPENRLHF_PYTHON, RAY, tool
 
     checker_python = tool(OPENRLHF_PYTHON, "OpenRLHF")
@@ -404,3 +404,54 @@ def test_an_openrlhf_stage_runs_as_a_ray_job(pipeline, monkeypatch, tmp_path) ->
     evaluated = next(r for r in records(store, "eval") if r["spec"] == "gpu-rl")
     metrics = json.loads((store / "eval" / evaluated["key"][:12] / "results.json").read_text())
     assert metrics["refusal/harmful_ood/refusal_rate"]["n"] == 2
+
+
+def test_compare_and_report_read_the_real_mlflow_store(pipeline, monkeypatch, tmp_path, honly):
+    monkeypatch.setenv("HONLY_HOME", str(pipeline["home"]))
+    result = honly("compare", str(SPEC), "--format", "json")
+    assert result.code == 0, result.err
+    rows = json.loads(result.out)
+    columns = {(r["arm"], r["checkpoint"]) for r in rows}
+    assert {("ci-smoke", c) for c in ("base", "sft", "rl")} <= columns
+    refusal = next(
+        r for r in rows
+        if r["metric"] == "refusal/harmful_heldout/refusal_rate" and r["checkpoint"] == "base"
+    )  # fmt: skip
+    assert refusal["low"] <= refusal["mean"] <= refusal["high"] and refusal["n"] == 12
+    table = honly("compare", str(SPEC), "--format", "markdown").out
+    assert "| refusal/harmful_heldout/refusal_rate ↓ |" in table
+    out = tmp_path / "report"
+    assert honly("report", str(SPEC), "--out", str(out)).code == 0
+    html_text = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html_text and "<details class=sample>" in html_text
+    assert (out / "report.png").stat().st_size > 10_000
+    browser = shutil.which("chromium")
+    if browser is None:
+        if os.environ.get("HONLY_TOOL_CHECKS") == "1" and os.geteuid() == 0:
+            pytest.fail("chromium missing: `make test` installs it")
+        pytest.skip("no chromium (Debian package `chromium`)")
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update",
+             f"--user-data-dir={tmp_path / 'profile'}"]  # fmt: skip
+    page = (out / "report.html").as_uri()
+    dom = subprocess.run(
+        [browser, *flags, "--virtual-time-budget=5000", "--dump-dom", page],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert 'data-figure="' in dom.stdout, "the figure decoded and rendered"
+    width = int(dom.stdout.split('data-figure="')[1].split("x")[0])
+    assert width > 500
+    assert dom.stdout.count("<tr>") > 10, "the comparison table rendered"
+    shot = tmp_path / "report-screenshot.png"
+    subprocess.run(
+        [browser, *flags, f"--screenshot={shot}", "--window-size=1400,1800", page],
+        capture_output=True, timeout=120,
+    )  # fmt: skip
+    assert shot.stat().st_size > 10_000
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{pipeline['store'] / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("honly-quickstart")
+    [report_run] = client.search_runs([experiment.experiment_id], "tags.honly.kind = 'report'")
+    logged = {a.path for a in client.list_artifacts(report_run.info.run_id)}
+    assert {"report.png", "report.html", "comparison.md"} <= logged
