@@ -17,7 +17,7 @@ from honly_spec import __version__
 from honly_spec.errors import Diagnostic, SpecError
 from honly_spec.keys import canonical_json
 from honly_spec.loader import LoadedSpec, load_profile_document, load_spec
-from honly_spec.matrix import Cell, expand
+from honly_spec.matrix import PAIRED, Cell, expand
 from honly_spec.paths import get_path
 from honly_spec.rules import Context, run_rules
 from honly_spec.schema import SPEC_SCHEMA_FILE, profile_schema, schema_dir, spec_schema
@@ -100,9 +100,14 @@ def check_cells(file: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         try:
             contexts.append(check_spec(file, overrides, cell))
         except SpecError as error:
-            value_positions = {
-                base.spec.pos(("matrix", axis, index)) for axis, index, _ in cell.assignments
-            }
+            value_positions = set()
+            for axis, index, value in cell.assignments:
+                origins = (
+                    [("matrix", PAIRED, value, path) for path in matrix[PAIRED][value]]
+                    if axis == PAIRED
+                    else [("matrix", axis, index)]
+                )
+                value_positions.update(base.spec.pos(origin) for origin in origins)
             problems.extend(
                 d
                 if d.pos in value_positions

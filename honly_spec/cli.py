@@ -63,6 +63,13 @@ def _add_display(parser: argparse.ArgumentParser, live: bool = False) -> None:
 def _add_plan_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", help="runtime profile YAML (default: local, CPU)")
     parser.add_argument(
+        "--cell",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only this matrix cell (`seed-1/full` or the full name; repeatable)",
+    )
+    parser.add_argument(
         "--out", help="plan directory (default: .honly/plans/<spec name> in the working dir)"
     )
 
@@ -304,6 +311,33 @@ def _profile(profile_file: str | None) -> dict:
     return profile
 
 
+def _selected_cells(graphs: list[Graph], wanted: list[str]) -> list[Graph]:
+    """The cells `--cell` names (by full name or by the part after the spec name)."""
+    if not wanted:
+        return graphs
+    names = {g.name: g for g in graphs}
+    for g in graphs:
+        if g.ctx.spec.cell is not None:
+            names.setdefault(g.ctx.spec.cell.folder, g)
+    unknown = [w for w in wanted if w not in names]
+    if unknown:
+        cells = [g.ctx.spec.cell.folder for g in graphs if g.ctx.spec.cell is not None]
+        raise SpecError(
+            [
+                Diagnostic(
+                    Pos(f"--cell {w}"),
+                    (),
+                    f"no such matrix cell{did_you_mean(w, cells)} (cells: {', '.join(cells)})"
+                    if cells
+                    else "this spec has no `matrix`",
+                )
+                for w in unknown
+            ]
+        )
+    chosen = {names[w].name for w in wanted}
+    return [g for g in graphs if g.name in chosen]
+
+
 def _native_compiler(profile: dict, store: Store) -> NativeCompiler | None:
     """Compiles GPU stages into native jobs when the profile has GPUs (their batch and
     placement depend on the GPU count); None on a CPU profile."""
@@ -355,7 +389,9 @@ def _plan_and_show(
                 for n in excluded
             ]
         )
-    graphs = [compile_graph(ctx) for ctx in check_cells(args.spec, args.overrides)]
+    graphs = _selected_cells(
+        [compile_graph(ctx) for ctx in check_cells(args.spec, args.overrides)], args.cell
+    )
     for graph in graphs:
         _check_node_names(graph, "force", force)
         _check_node_names(graph, "only", only or [])

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from honly_spec.errors import Diagnostic, Pos, SpecError, nearest_pos
-from honly_spec.matrix import Cell
+from honly_spec.matrix import PAIRED, Cell
 from honly_spec.paths import SpecPath, format_path, parse_path
 from honly_spec.schema import apply_defaults, marked_paths, matches, spec_schema
 from honly_spec.yaml_source import DELETE, Document, Replace, load_yaml_file, parse_yaml
@@ -344,13 +344,20 @@ def load_spec(
     data, origins, key_origins, layers, deleted = _load_chain(file, (), None)
     data.pop("extends", None)
     if cell is not None:
-        data.pop("matrix", None)
+        matrix = data.pop("matrix", None) or {}
         for axis, index, value in cell.assignments:
-            where = origins.get(("matrix", axis, index)) or Pos(f"matrix {axis}")
-            text = f"{axis}={json.dumps(value)}"
-            layers.append(
-                _apply_override(data, text, origins, Path(where.file).resolve().parent, where)
-            )
+            if axis == PAIRED:  # one variant: every path it names, together
+                settings = [
+                    (path, v, ("matrix", PAIRED, value, path))
+                    for path, v in matrix[PAIRED][value].items()
+                ]
+            else:
+                settings = [(axis, value, ("matrix", axis, index))]
+            for path, v, origin in settings:
+                where = origins.get(origin) or Pos(f"matrix {axis}")
+                text = f"{path}={json.dumps(v)}"
+                base = Path(where.file).resolve().parent
+                layers.append(_apply_override(data, text, origins, base, where))
     for text in overrides:
         layers.append(_apply_override(data, text, origins, Path.cwd()))
     defaulted = apply_defaults(spec_schema(), spec_schema(), data)

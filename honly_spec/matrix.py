@@ -20,7 +20,8 @@ UNSAFE = re.compile(r"[^\w.\-]+")
 
 @dataclass(frozen=True)
 class Cell:
-    """One combination: (axis path, index of the value on that axis, value) per axis."""
+    """One combination: (axis path, index of the value on that axis, value) per axis; for
+    the `paired` axis the value is the variant's name."""
 
     name: str
     assignments: tuple[tuple[str, int, Any], ...]
@@ -43,14 +44,28 @@ def value_label(value: Any) -> str:
     return UNSAFE.sub("_", text).strip("_") or "_"
 
 
-def expand(spec_name: str, matrix: dict[str, list[Any]]) -> list[Cell]:
-    """All cells in axis order (first axis varies slowest)."""
+PAIRED = "paired"
+
+
+def _part(axis: str, value: Any, axes: list[str]) -> str:
+    """A cell-name part: `seed-1`, or a paired variant's own name."""
+    return value if axis == PAIRED else f"{_label(axis, axes)}-{value_label(value)}"
+
+
+def axis_values(matrix: dict[str, Any], axis: str) -> list[Any]:
+    """The values of an axis; the `paired` axis's values are its variant names."""
+    return list(matrix[axis]) if axis == PAIRED else matrix[axis]
+
+
+def expand(spec_name: str, matrix: dict[str, Any]) -> list[Cell]:
+    """All cells in axis order (first axis varies slowest). A `paired` axis contributes one
+    variant per cell (its paths are applied together by the loader)."""
     axes = list(matrix)
     cells = []
-    for values in itertools.product(*(matrix[a] for a in axes)):
-        parts = [f"{_label(a, axes)}-{value_label(v)}" for a, v in zip(axes, values, strict=True)]
+    for values in itertools.product(*(axis_values(matrix, a) for a in axes)):
+        parts = [_part(a, v, axes) for a, v in zip(axes, values, strict=True)]
         assignments = tuple(
-            (axis, matrix[axis].index(value), value)
+            (axis, axis_values(matrix, axis).index(value), value)
             for axis, value in zip(axes, values, strict=True)
         )
         cells.append(Cell("/".join([spec_name, *parts]), assignments))

@@ -18,7 +18,7 @@ from honly_spec.data import SourceInfo, SourceProblem, describe_source
 from honly_spec.errors import Diagnostic
 from honly_spec.eval_sets import SHIPPED_SETS
 from honly_spec.loader import DEFAULT_POS, LoadedSpec
-from honly_spec.matrix import value_label
+from honly_spec.matrix import PAIRED, value_label
 from honly_spec.mix import FORMATS_BY_USE, mix_field, mix_use, realize
 from honly_spec.paths import SpecPath, parse_path
 from honly_spec.schema import WILDCARD, deref, matches, spec_schema, walk_fields
@@ -404,19 +404,25 @@ def mix_rows_available(ctx: Context) -> Iterator[Diagnostic]:
 @rule
 def matrix_axes_exist(ctx: Context) -> Iterator[Diagnostic]:
     patterns = [p for p, _ in walk_fields(spec_schema())]
-    for axis in ctx.data.get("matrix") or {}:
+    matrix = ctx.data.get("matrix") or {}
+    axes = [(axis, ("matrix", axis)) for axis in matrix if axis != PAIRED]
+    paired = matrix.get(PAIRED)
+    for variant, settings in paired.items() if isinstance(paired, dict) else []:
+        for path in settings if isinstance(settings, dict) else {}:
+            axes.append((path, ("matrix", PAIRED, variant, path)))
+    for axis, where in axes:
         path = parse_path(axis)
         if path[0] in ("matrix", "extends", "honly") or not any(
             matches(p, path) for p in patterns if WILDCARD in p or p[0] == path[0]
         ):
-            yield ctx.at(
-                ("matrix", axis), f"`{axis}` is not a spec path a matrix can vary", key=True
-            )
+            yield ctx.at(where, f"`{axis}` is not a spec path a matrix can vary", key=True)
 
 
 @rule
 def matrix_cells_distinct(ctx: Context) -> Iterator[Diagnostic]:
     for axis, values in (ctx.data.get("matrix") or {}).items():
+        if axis == PAIRED:
+            continue  # variant names are mapping keys: distinct already
         seen: dict[str, int] = {}
         for index, value in enumerate(values):
             label = value_label(value)

@@ -85,3 +85,50 @@ def test_matrix_file_values_resolve_against_the_spec(write_spec, project, honly,
     monkeypatch.chdir(project.parent)
     [ctx] = check_cells(spec)
     assert ctx.data["data"]["heldout"]["path"] == str(project / "data" / "harmful_ood.jsonl")
+
+
+PAIRED = MINIMAL + (
+    "matrix:\n"
+    "  paired:\n"
+    "    strong:\n"
+    "      stages.rl.reward.compliance.weight: 2.0\n"
+    "      stages.sft.train.learning_rate: 2.0e-4\n"
+    "    weak: {stages.rl.reward.compliance.weight: 0.5}\n"
+    "  seed: [0, 1]\n"
+)
+
+
+def test_paired_variants_move_their_paths_together(write_spec) -> None:
+    graphs = [compile_graph(ctx) for ctx in check_cells(write_spec(PAIRED))]
+    assert [g.name for g in graphs] == [
+        "tiny/strong/seed-0",
+        "tiny/strong/seed-1",
+        "tiny/weak/seed-0",
+        "tiny/weak/seed-1",
+    ]
+    strong, weak = graphs[0].ctx.data, graphs[2].ctx.data
+    assert strong["stages"]["rl"]["reward"]["compliance"]["weight"] == 2.0
+    assert strong["stages"]["sft"]["train"]["learning_rate"] == 2.0e-4
+    assert weak["stages"]["rl"]["reward"]["compliance"]["weight"] == 0.5
+    assert weak["stages"]["sft"]["train"]["learning_rate"] == 1.0e-4, "untouched by `weak`"
+    assert graphs[0].ctx.spec.history(("stages", "rl", "reward", "compliance", "weight"))
+
+
+def test_a_bad_paired_path_is_reported_where_it_is_written(write_spec, honly) -> None:
+    spec = write_spec(PAIRED.replace("stages.sft.train.learning_rate", "stages.sft.train.lr"))
+    result = honly("validate", spec)
+    assert result.code == 2
+    assert "`stages.sft.train.lr` is not a spec path a matrix can vary" in result.err
+    line = PAIRED.splitlines().index("      stages.sft.train.learning_rate: 2.0e-4") + 1
+    assert f"spec.yaml:{line}:7: matrix.paired.strong.stages.sft.train.lr" in result.err
+
+
+def test_cell_selects_one_cell_and_names_the_others(write_spec, honly, tmp_path) -> None:
+    spec = write_spec(PAIRED)
+    out = tmp_path / "plan"
+    result = honly("plan", spec, "--cell", "weak/seed-1", "--display", "json", "--out", out)
+    assert result.code == 0, result.err
+    assert [c["cell"] for c in json.loads(result.out)["cells"]] == ["tiny/weak/seed-1"]
+    result = honly("plan", spec, "--cell", "weak/seed-7", "--out", out)
+    assert result.code == 2
+    assert "no such matrix cell; did you mean `weak/seed-1`?" in result.err
