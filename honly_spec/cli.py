@@ -94,8 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     diff = sub.add_parser("diff", help="changed paths and which stages each change re-runs")
-    diff.add_argument("spec_a", metavar="A")
-    diff.add_argument("spec_b", metavar="B")
+    diff.add_argument("spec_a", metavar="A", help="a spec, or a matrix cell as SPEC#CELL")
+    diff.add_argument("spec_b", metavar="B", help="a spec, or a matrix cell as SPEC#CELL")
     _add_display(diff)
 
     compare = sub.add_parser(
@@ -493,12 +493,32 @@ def _explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _diff_side(text: str) -> Graph:
+    """A spec, or one cell of a matrix spec written `SPEC#CELL`."""
+    file, _, cell = text.partition("#")
+    graphs = [compile_graph(ctx) for ctx in check_cells(file)]
+    if cell:
+        return _selected_cells(graphs, [cell])[0]
+    if len(graphs) > 1 or graphs[0].ctx.spec.cell is not None:
+        cells = ", ".join(g.ctx.spec.cell.folder for g in graphs)
+        raise SpecError(
+            [
+                Diagnostic(
+                    Pos(file),
+                    ("matrix",),
+                    f"a matrix spec: name a cell as `{file}#CELL` (cells: {cells})",
+                )
+            ]
+        )
+    return graphs[0]
+
+
 def cmd_diff(args: argparse.Namespace) -> int:
     problems: list[Diagnostic] = []
     graphs = []
     for spec in (args.spec_a, args.spec_b):
         try:
-            graphs.append(compile_graph(check_spec(spec)))
+            graphs.append(_diff_side(spec))
         except SpecError as error:
             problems.extend(error.diagnostics)
     if problems:

@@ -132,3 +132,16 @@ def test_cell_selects_one_cell_and_names_the_others(write_spec, honly, tmp_path)
     result = honly("plan", spec, "--cell", "weak/seed-7", "--out", out)
     assert result.code == 2
     assert "no such matrix cell; did you mean `weak/seed-1`?" in result.err
+
+
+def test_diff_across_cells_and_against_a_plain_spec(write_spec, honly) -> None:
+    spec = write_spec(PAIRED)
+    result = honly("diff", f"{spec}#strong/seed-0", f"{spec}#weak/seed-0", "--display", "json")
+    assert result.code == 0, result.err
+    found = json.loads(result.out)
+    paths = {c["path"] for c in found["changes"]}
+    assert paths == {"stages.rl.reward.compliance.weight", "stages.sft.train.learning_rate"}
+    verdicts = {n["node"]: n["verdict"] for n in found["nodes"]}
+    assert verdicts["sft"] == "re-run" and verdicts["rl"] == "re-run"
+    whole = honly("diff", spec, f"{spec}#weak/seed-0")
+    assert whole.code == 2 and "a matrix spec: name a cell as" in whole.err
