@@ -29,7 +29,15 @@ def test_every_example_validates_and_plans(spec: Path, honly, tmp_path, monkeypa
     result = honly("plan", spec, "--out", tmp_path / "plan")
     assert result.code == 0, result.err
     assert "MISS" in result.out
-    assert json.loads((tmp_path / "plan" / "plan.json").read_text())["nodes"]
+    plan = tmp_path / "plan"
+    if (plan / "matrix.json").exists():  # a matrix spec: one plan per cell
+        cells = json.loads((plan / "matrix.json").read_text())["cells"]
+        assert len(cells) > 1
+        folders = [plan / cell["folder"] for cell in cells]
+    else:
+        folders = [plan]
+    for folder in folders:
+        assert json.loads((folder / "plan.json").read_text())["nodes"]
 
 
 @pytest.mark.parametrize("profile", PROFILES, ids=lambda p: p.name)
