@@ -390,7 +390,8 @@ def test_an_openrlhf_stage_runs_as_a_ray_job(pipeline, monkeypatch, tmp_path) ->
     spec.write_text(
         f"honly: 1\nname: gpu-rl\nextends: {SPEC}\n"
         "stages:\n  sft: !delete\n  dpo: !delete\n"
-        "  rl: {backend: openrlhf, after: !delete, train: {max_steps: !delete}}\n"
+        "  rl:\n    backend: openrlhf\n    after: !delete\n"
+        "    train:\n      max_steps: !delete\n"
         "eval:\n  checkpoints: [rl]\n"
         "  suites: !replace {refusal: {sets: [harmful_ood], limit: 2}}\n"
         "tracking: {mlflow: {experiment: gpu-rl}}\n"
