@@ -99,6 +99,8 @@ def main() -> None:
         nodes = []
         for record_file in sorted(store.glob("*/*/record.json")):
             record = json.loads(record_file.read_text())
+            if "timings" not in record:  # per-suite entries: timed within their eval node
+                continue
             seconds = record["timings"]["seconds"]
             nodes.append((record["node"], record["kind"], seconds, record_file.parent))
         print(f"honly-run {Path(args.spec).name} on {os.cpu_count()} CPUs")
