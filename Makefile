@@ -26,13 +26,18 @@ $(STAMP): $(BIN)/python pyproject.toml
 # Axolotl needs Python 3.12 and brings a CUDA torch build (~7.6 GB, ~5 min, built once);
 # OpenRLHF's parser runs with its package alone (its engines are stubbed by the checker);
 # Ray (~360 MB) runs a real head that receives the compiled RL job.
-PYTHON312 ?= python3.12
+# the first Python 3.12 found (PATH, then pyenv's versions); or pass PYTHON312=/path
+PYTHON312 ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.12 \
+  /usr/local/bin/python3.12 /usr/bin/python3.12; do \
+  $$p -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null && echo $$p && break; \
+  done)
 TOOLS := .venvs
 AXOLOTL_STAMP := $(TOOLS)/axolotl/.installed
 OPENRLHF_STAMP := $(TOOLS)/openrlhf-check/.installed
 RAY_STAMP := $(TOOLS)/ray/.installed
 
 $(AXOLOTL_STAMP):
+	@[ -n "$(PYTHON312)" ] || { echo "Axolotl needs Python 3.12: install it, or run make with PYTHON312=/path/to/python3.12"; exit 1; }
 	$(PYTHON312) -m venv $(TOOLS)/axolotl
 	$(TOOLS)/axolotl/bin/python -m pip install --quiet --upgrade pip
 	$(TOOLS)/axolotl/bin/python -m pip install --quiet axolotl==0.21.0
