@@ -242,7 +242,13 @@ def cmd_env(args: argparse.Namespace) -> int:
         commands = envs.create_commands(args.name, Path(os.path.expanduser(args.prefix)))
         for command in commands:
             print("$ " + shlex.join(command), flush=True)
-            if not args.dry_run and subprocess.run(command).returncode != 0:
+            if args.dry_run:
+                continue
+            try:
+                if subprocess.run(command).returncode != 0:
+                    return 1
+            except OSError as error:
+                print(f"honly env create: cannot run `{command[0]}`: {error}", file=sys.stderr)
                 return 1
         return 0
     profile = _profile(args.profile)
@@ -305,9 +311,12 @@ def _profile(profile_file: str | None) -> dict:
     if profile_file is None:
         return {}
     profile = check_profile(profile_file)
+    base = Path(profile_file).parent
     if "store" in profile:
-        base = Path(profile_file).parent
         profile["store"] = str((base / Path(profile["store"]).expanduser()).resolve())
+    for env in (profile.get("envs") or {}).values():  # interpreters: relative to the profile
+        if "python" in env and "/" in env["python"]:
+            env["python"] = str((base / Path(env["python"]).expanduser()).absolute())
     return profile
 
 
@@ -586,6 +595,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _plan(args, args.force, args.only or None)
     from honly_spec import run
+    from honly_spec.adapters.ray_jobs import RayJobError
+    from honly_spec.judges import JudgeError
     from honly_spec.launch import StageFailed
 
     _, plans, store, profile = _plan_and_show(args, args.force, args.only or None, quiet_json=True)
@@ -617,14 +628,15 @@ def cmd_run(args: argparse.Namespace) -> int:
                 display.add(node, kind, status)
             results[graph.name] = run.CellRun(graph, decisions, runtime, tracker).run()
     except run.NotAvailable as error:
-        display.close()
         print(f"honly-run: {error}", file=sys.stderr)
         return EXIT_NOT_AVAILABLE
-    except StageFailed as error:
-        display.close()
+    except (StageFailed, JudgeError, RayJobError, OSError) as error:
+        # a tool that failed, a judge that could not answer, a cluster or file that is
+        # not there: the run stops with what was finished kept, and says why
         print(f"honly-run: {error}", file=sys.stderr)
         return run.EXIT_FAILED
-    display.close()
+    finally:
+        display.close()
     for cell, per_checkpoint in results.items():
         if not per_checkpoint:
             continue

@@ -75,6 +75,8 @@ def fetch(tracking_uri: str, experiments: list[str], name_filter: str | None = N
     evals = client.search_runs(ids, "tags.honly.kind = 'eval'", max_results=50000)
     latest: dict[tuple[str, str], tuple[Any, Any]] = {}  # (cell, checkpoint) → runs
     for child in sorted(evals, key=lambda r: r.info.start_time):
+        if child.info.status != "FINISHED" or not child.data.metrics:
+            continue  # a failed or interrupted eval does not hide an earlier result
         parent = parents.get(child.data.tags.get("mlflow.parentRunId", ""))
         if parent is not None:
             key = (parent.data.tags["honly.cell"], child.data.tags["honly.checkpoint"])

@@ -79,12 +79,15 @@ def check_env(backend: str, python: str) -> EnvReport:
     python = os.path.expanduser(python)
     if not Path(python).exists():
         return EnvReport(backend, python, None, {}, "interpreter not found")
-    done = subprocess.run(
-        [python, "-c", PROBE, *PINS[backend]], capture_output=True, text=True, timeout=120
-    )
-    if done.returncode != 0:
-        return EnvReport(backend, python, None, {}, done.stderr.strip()[-300:] or "failed")
-    found = json.loads(done.stdout)
+    try:
+        done = subprocess.run(
+            [python, "-c", PROBE, *PINS[backend]], capture_output=True, text=True, timeout=120
+        )
+        if done.returncode != 0:
+            return EnvReport(backend, python, None, {}, done.stderr.strip()[-300:] or "failed")
+        found = json.loads(done.stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.TimeoutExpired, ValueError, IndexError) as error:
+        return EnvReport(backend, python, None, {}, f"cannot run it: {error}")
     return EnvReport(backend, python, found["python"], found["packages"])
 
 

@@ -27,7 +27,13 @@ from honly_spec.capability import (
 )
 from honly_spec.data import SourceInfo, sha256_file
 from honly_spec.errors import Diagnostic, Pos, SpecError
-from honly_spec.eval_sets import JUDGED_SUITES, SHIPPED_SETS, shipped_source, suite_sets
+from honly_spec.eval_sets import (
+    JUDGED_SUITES,
+    SHIPPED_SETS,
+    grading_identity,
+    shipped_source,
+    suite_sets,
+)
 from honly_spec.keys import EVAL_FORMAT, STAGE_FORMAT, digest
 from honly_spec.loader import display_path
 from honly_spec.mix import mix_field, realize
@@ -220,9 +226,11 @@ def _compile_evals(ctx: Context, keys: dict[str, str], order: list[str]) -> list
             if suite == CAPABILITY:
                 inputs["tool"] = CAPABILITY_TOOL
                 inputs["tasks"] = capability_task_digests(config)
+                inputs["seed"] = data["seed"]  # lm-eval's sampling and few-shot seeds
             else:
                 inputs["generation"] = generation
                 inputs["data"] = {s: _eval_set_identity(ctx, s) for s in suite_sets(suite, config)}
+                inputs["grading"] = grading_identity()
             if suite in JUDGED_SUITES:
                 inputs["judge"] = judge
             if suite == "character" and constitution_digest:
@@ -338,6 +346,10 @@ def _eval_reason(checkpoint: str, suite: str, path: SpecPath, before: Any, after
         return _data_reason(path, before, after)
     if head == "constitution":
         return "constitution (contents)"
+    if head == "grading":
+        return "honly's grading rules or rubric prompts changed"
+    if head == "seed":
+        return _with_change(("seed",), before, after)
     return f"honly's eval format changed ({head})"
 
 

@@ -105,7 +105,8 @@ def _samples(found: list[Measured], tracking_uri: str) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory() as scratch:
         for run_id, (arm, checkpoint) in sorted(seen.items(), key=lambda kv: kv[1]):
             try:
-                folder = Path(client.download_artifacts(run_id, "samples", scratch))
+                target = tempfile.mkdtemp(dir=scratch)  # one folder per run: no mixing
+                folder = Path(client.download_artifacts(run_id, "samples", target))
             except Exception:  # an eval logged before samples were artifacts
                 continue
             for file in sorted(folder.glob("*.jsonl")):

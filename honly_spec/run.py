@@ -140,6 +140,9 @@ def check_runnable(graph: Graph, decisions: dict[str, Decision], profile: dict) 
             "serve the judge with `vllm serve` and use `provider: openai` with its `base_url`, "
             "or use `provider: hf`"
         )
+    key_env = judge.get("api_key_env")
+    if todo and key_env and not os.environ.get(key_env):
+        problems.append(f"the judge's API key variable `{key_env}` is not set")
     model = str(judge.get("model", ""))
     if todo and model.startswith("embedded:") and model != graph.ctx.data["model"]["base"]:
         problems.append(
@@ -575,7 +578,7 @@ class CellRun:
         checkpoint = self.checkpoints[node.checkpoint]
         log = self._log_path(name, node.key)
         vllm = (self.rt.profile.get("envs") or {}).get("vllm")
-        if vllm and "python" in vllm and self._gpus():
+        if vllm and "python" in vllm and self._gpus() and len(checkpoint.adapters) <= 1:
             self._generate_with_vllm(name, checkpoint, generation, folder, vllm["python"], log)
         else:
             job = compile_generate(

@@ -117,7 +117,8 @@ def test_every_category_of_the_study_is_measured(pipeline) -> None:
         }
     base = found["base"]
     assert base["capability/honly_arith/exact_match.number"]["n"] == 4
-    assert base["misalignment/honly_misalignment/conditional/misaligned_rate"]["unscored"] >= 0
+    conditional = base["misalignment/honly_misalignment/conditional/misaligned_rate"]
+    assert conditional["n"] + conditional["unscored"] == 3, "limit 3, each scored or counted"
     assert base["character/honly_regret/regret/refusal_after"]["n"] == 4
     assert base["sycophancy/honly_mc/opinion/agrees_with_user"]["n"] == 4
     record = next(r for r in records(pipeline["store"], "eval") if r["checkpoint"] == "base")

@@ -20,7 +20,13 @@ from typing import Any
 
 import yaml
 
-from honly_spec.adapters.native import SCHEDULERS, CompileContext, NativeJob, accumulation
+from honly_spec.adapters.native import (
+    SCHEDULERS,
+    CompileContext,
+    NativeJob,
+    Resources,
+    accumulation,
+)
 
 TOOL = "axolotl==0.21.0"
 CONFIG_FILE = "axolotl.yaml"
@@ -99,7 +105,7 @@ def config(stage: dict[str, Any], ctx: CompileContext) -> dict[str, Any]:
     """The Axolotl config of an sft stage, as a dict (keys in a readable order)."""
     train = stage["train"]
     res = ctx.resources
-    devices = res.nodes * max(1, res.gpus_per_node)
+    devices = 1 if single_process(res) else res.nodes * max(1, res.gpus_per_node)
     micro = train.get("micro_batch_size") or 1
     out = Path(ctx.output_dir)
     cfg: dict[str, Any] = {
@@ -145,11 +151,16 @@ def config(stage: dict[str, Any], ctx: CompileContext) -> dict[str, Any]:
     return cfg
 
 
+def single_process(res: Resources) -> bool:
+    """One training process: one GPU, or a profile whose launcher is plain `python`."""
+    return (res.nodes == 1 and res.gpus_per_node < 2) or res.launcher == "python"
+
+
 def launch(ctx: CompileContext) -> list[str]:
     """`axolotl train` under the profile's launcher (arguments after `--` go to it)."""
     res = ctx.resources
     command = ["axolotl", "train", CONFIG_FILE]
-    if (res.nodes == 1 and res.gpus_per_node < 2) or res.launcher == "python":
+    if single_process(res):
         return [*command, "--launcher", "python"]
     if res.launcher == "torchrun":
         return [

@@ -46,7 +46,8 @@ def run_native(
     bin_dir = str(Path(python).parent)
     full_env = {**job.env, **env, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
     if any(module in job.argv for module in RAY_MODULES):
-        _run_on_ray(what, resolve(job.argv, python), python, log, resources, full_env)
+        # the cluster's own PATH stays: commands are absolute paths into the environment
+        _run_on_ray(what, resolve(job.argv, python), python, log, resources, {**job.env, **env})
     else:
         run_tool(what, resolve(job.argv, python), log, env=full_env, cwd=folder)
     for command in job.then:

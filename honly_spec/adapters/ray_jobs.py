@@ -10,6 +10,7 @@ install: `POST /api/jobs/` submits, `GET /api/jobs/<id>` reports the status,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 import subprocess
@@ -101,8 +102,10 @@ class RayJobs:
                 if timeout_s is not None and time.monotonic() - started > timeout_s:
                     raise TimeoutError(f"Ray job {submission_id} still running after {timeout_s}s")
                 time.sleep(poll_s)
-        except (KeyboardInterrupt, TimeoutError):
-            self.stop(submission_id)
+        except (KeyboardInterrupt, TimeoutError, RayJobError):
+            # leave no GPU busy; the cluster may be what failed, so try only once
+            with contextlib.suppress(RayJobError):
+                self.stop(submission_id)
             raise
 
 
@@ -130,4 +133,5 @@ def start_local_head(ray: str, dashboard_port: int = 8265, port: int = 6379) -> 
             return address
         except RayJobError:
             time.sleep(1)
+    subprocess.run([ray, "stop"], capture_output=True)  # do not leave a head behind
     raise RayJobError(f"the Ray dashboard did not come up at {address}")

@@ -51,11 +51,13 @@ def compile_vllm_generate(
     return {
         "model": model,
         "lora": adapters[0] if adapters else None,
+        # the seed goes to the engine, not to each request: a per-request seed would make
+        # repeated samples of one conversation identical
+        "seed": generation["seed"],
         "sampling": {
             "temperature": generation["temperature"],
             "top_p": generation["top_p"],
             "max_tokens": generation["max_new_tokens"],
-            "seed": generation["seed"],
         },
         "tensor_parallel_size": tensor_parallel,
         "gpu_memory_utilization": gpu_memory_utilization,
@@ -72,7 +74,7 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
         "model": job["model"],
         "tensor_parallel_size": job["tensor_parallel_size"],
         "gpu_memory_utilization": job["gpu_memory_utilization"],
-        "seed": job["sampling"]["seed"],
+        "seed": job["seed"],
     }
     lora = None
     if job["lora"]:

@@ -7,6 +7,8 @@ names and files but not the graders, stay cheap to import.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,22 @@ DEFAULT_SETS = {
 
 # suites graded by the judge (the others check answers against known labels)
 JUDGED_SUITES = frozenset({"refusal", "compliance", "misalignment", "steerability", "character"})
+
+
+# Part of every generation suite's key: bump it when a grading rule changes what a reply
+# scores (the suites' cues and answer extraction, the heuristic judge's phrase rules). The
+# rubric prompts enter the key by content (`grading_identity`).
+GRADING_VERSION = "honly.grading/1"
+TEMPLATES = DIR.parent / "judges" / "templates"
+
+
+@functools.cache
+def grading_identity() -> dict[str, str]:
+    """The grading rules' version and a digest of every rubric prompt template."""
+    digest = hashlib.sha256()
+    for template in sorted(TEMPLATES.glob("*.txt")):
+        digest.update(template.name.encode() + b"\0" + template.read_bytes())
+    return {"version": GRADING_VERSION, "templates": digest.hexdigest()}
 
 
 def shipped_source(name: str) -> dict[str, Any]:
