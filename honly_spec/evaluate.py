@@ -17,7 +17,7 @@ import json
 import random
 from typing import Any
 
-from honly_spec.eval_sets import SHIPPED_SETS, shipped_source, suite_sets
+from honly_spec.eval_sets import shipped_source, suite_sets
 from honly_spec.materialize import prompt_messages, read_source
 from honly_spec.stats import summarize
 from honly_spec.suites import SUITES, Grader, Item
@@ -28,10 +28,6 @@ def source_of(name: str, sources: dict[str, Any]) -> dict[str, Any]:
     if name in sources:
         return sources[name]
     return shipped_source(name)
-
-
-def is_known_set(name: str, sources: dict[str, Any]) -> bool:
-    return name in sources or name in SHIPPED_SETS
 
 
 def set_rows(
