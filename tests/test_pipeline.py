@@ -277,6 +277,25 @@ def test_a_crashing_stage_fails_cleanly_and_keeps_finished_work(pipeline, capsys
     assert (store / "model").is_dir(), "the prepared base model is kept"
 
 
+def run_on_gpu_profile(
+    folder: Path, name: str, profile_lines: str, stages_yaml: str, checkpoint: str
+) -> None:
+    """Run ci_smoke reduced to one GPU-backend stage and a two-prompt eval of it, with a
+    one-GPU profile whose tool environment is a test double."""
+    profile = folder / "gpu-profile.yaml"
+    profile.write_text(
+        "honly_profile: 1\nresources: {nodes: 1, gpus_per_node: 1}\n" + profile_lines
+    )
+    spec = folder / f"{name}.yaml"
+    spec.write_text(
+        f"honly: 1\nname: {name}\nextends: {SPEC}\nstages:\n{stages_yaml}"
+        f"eval:\n  checkpoints: [{checkpoint}]\n"
+        "  suites: !replace {refusal: {sets: [harmful_ood], limit: 2}}\n"
+        f"tracking: {{mlflow: {{experiment: {name}}}}}\n"
+    )
+    assert cli.run_main([str(spec), "--profile", str(profile), "--display", "plain"]) == 0
+
+
 FAKE_AXOLOTL = '''#!{python}
 """Test double for Axolotl's GPU-only training (this machine has no GPU): it checks what
 honly hands over, logs into the handed-over MLflow run as transformers' MLflowCallback
@@ -309,21 +328,13 @@ def test_an_axolotl_stage_runs_in_its_environment_and_feeds_the_evals(
     (env / "python").symlink_to(sys.executable)
     (env / "axolotl").write_text(FAKE_AXOLOTL.format(python=sys.executable))
     (env / "axolotl").chmod(0o755)
-    profile = tmp_path / "gpu.yaml"
-    profile.write_text(
-        "honly_profile: 1\nresources: {nodes: 1, gpus_per_node: 1}\nlauncher: python\n"
-        f"envs: {{axolotl: {{python: {env / 'python'}}}}}\n"
+    run_on_gpu_profile(
+        tmp_path,
+        "gpu-sft",
+        f"launcher: python\nenvs: {{axolotl: {{python: {env / 'python'}}}}}\n",
+        "  sft: {backend: axolotl}\n  rl: !delete\n  dpo: !delete\n",
+        "sft",
     )
-    spec = tmp_path / "gpu.yaml.spec.yaml"
-    spec.write_text(
-        f"honly: 1\nname: gpu-sft\nextends: {SPEC}\n"
-        "stages:\n  sft: {backend: axolotl}\n  rl: !delete\n  dpo: !delete\n"
-        "eval:\n  checkpoints: [sft]\n"
-        "  suites: !replace {refusal: {sets: [harmful_ood], limit: 2}}\n"
-        "tracking: {mlflow: {experiment: gpu-sft}}\n"
-    )
-    argv = [str(spec), "--profile", str(profile), "--display", "plain"]
-    assert cli.run_main(argv) == 0
     store = pipeline["store"]
     [record] = [r for r in records(store, "sft") if r["spec"] == "gpu-sft"]
     entry = store / "sft" / record["key"][:12]
@@ -382,23 +393,15 @@ def test_an_openrlhf_stage_runs_as_a_ray_job(pipeline, monkeypatch, tmp_path) ->
         )
     )
     (env / "python").chmod(0o755)
-    profile = tmp_path / "gpu.yaml"
-    profile.write_text(
-        "honly_profile: 1\nresources: {nodes: 1, gpus_per_node: 1}\n"
-        f"envs: {{openrlhf: {{python: {env / 'python'}}}}}\nray: {{address: null}}\n"
-    )
-    spec = tmp_path / "rl.yaml"
-    spec.write_text(
-        f"honly: 1\nname: gpu-rl\nextends: {SPEC}\n"
-        "stages:\n  sft: !delete\n  dpo: !delete\n"
+    run_on_gpu_profile(
+        tmp_path,
+        "gpu-rl",
+        f"envs: {{openrlhf: {{python: {env / 'python'}}}}}\nray: {{address: null}}\n",
+        "  sft: !delete\n  dpo: !delete\n"
         "  rl:\n    backend: openrlhf\n    after: !delete\n"
-        "    train:\n      max_steps: !delete\n"
-        "eval:\n  checkpoints: [rl]\n"
-        "  suites: !replace {refusal: {sets: [harmful_ood], limit: 2}}\n"
-        "tracking: {mlflow: {experiment: gpu-rl}}\n"
+        "    train:\n      max_steps: !delete\n",
+        "rl",
     )
-    argv = [str(spec), "--profile", str(profile), "--display", "plain"]
-    assert cli.run_main(argv) == 0
     store = pipeline["store"]
     [record] = [r for r in records(store, "rl") if r["spec"] == "gpu-rl"]
     log = Path(record["result"]["log"]).read_text()
