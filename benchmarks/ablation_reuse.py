@@ -1,7 +1,7 @@
 """Stage reuse across an ablation family: executions vs training every cell from scratch.
 
     .venv/bin/python benchmarks/ablation_reuse.py [--spec specs/ablations/quickstart_grid.yaml]
-                                                  [--run --set PATH=VALUE ...]
+                                                  [--run --set PATH=VALUE ... --home DIR]
 
 Plans every matrix cell and prints, for stages and for evals, how many runs the family has
 (every cell from scratch), how many distinct keys honly builds, and the ratio. With `--run`
@@ -31,6 +31,7 @@ def main() -> int:
     parser.add_argument("--spec", default=str(REPO / "specs/ablations/quickstart_grid.yaml"))
     parser.add_argument("--run", action="store_true", help="run the family in a fresh store")
     parser.add_argument("--set", action="append", default=[], dest="overrides")
+    parser.add_argument("--home", help="keep the run's HONLY_HOME here (default: a temp dir)")
     args = parser.parse_args()
     graphs = [compile_graph(ctx) for ctx in check_cells(args.spec, args.overrides)]
     stage_runs = [(s.kind, s.key) for g in graphs for s in g.stages]
@@ -43,14 +44,15 @@ def main() -> int:
         print(f"  {what:8} {len(runs):>12} {distinct:>9} {saved:>6.0%}")
     if not args.run:
         return 0
-    with tempfile.TemporaryDirectory() as home:
+    with tempfile.TemporaryDirectory() as scratch:
+        home = args.home or scratch
         env = {**os.environ, "HONLY_HOME": home}
         overrides = [flag for o in args.overrides for flag in ("--set", o)]
         start = time.perf_counter()
         code = "import sys; from honly_spec.cli import run_main; sys.exit(run_main(sys.argv[1:]))"
         subprocess.run(
             [sys.executable, "-c", code, args.spec, *overrides, "--display", "plain"],
-            env=env, check=True, capture_output=True,
+            env=env, check=True,
         )  # fmt: skip
         seconds = time.perf_counter() - start
         stages = {s.name for g in graphs for s in g.stages}

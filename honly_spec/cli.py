@@ -449,6 +449,10 @@ def _plan_and_show(
             ]
             rows.append([graph.ctx.spec.cell.folder, *row] if matrix else row)
     print(table(["cell", *headers] if matrix else headers, rows))
+    for graph, _ in plans:
+        if graph.disabled:
+            cell = f"{graph.name}: " if matrix else ""
+            print(f"  {cell}disabled (enabled: false): {', '.join(graph.disabled)}")
     for graph, decisions in plans:
         for node, decision in decisions.items():
             for reason in decision.reasons:

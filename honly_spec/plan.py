@@ -43,7 +43,7 @@ from honly_spec.schema import deref, spec_schema, strip_runtime
 from honly_spec.store import Store, write_json
 
 BASE = "base"
-NOT_KEYED = ("kind", "backend", "after", "seed")
+NOT_KEYED = ("kind", "backend", "after", "seed", "enabled")
 
 
 def eval_node_name(checkpoint: str) -> str:
@@ -85,6 +85,11 @@ class Graph:
 
     def stage(self, name: str) -> StageNode:
         return next(s for s in self.stages if s.name == name)
+
+    @property
+    def disabled(self) -> list[str]:
+        """Stages the spec (or this cell) turns off with `enabled: false`."""
+        return [n for n, s in self.ctx.stages().items() if s.get("enabled") is False]
 
     def node_names(self) -> list[str]:
         """Stages in run order, then eval nodes."""
@@ -146,6 +151,25 @@ def _topological(stages: dict[str, dict[str, Any]]) -> list[str]:
     return order
 
 
+def active_stages(stages: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The enabled stages, each `after` moved past disabled stages to where they would have
+    started. Keys hold only the parent's key, so a stage after a disabled one gets the same
+    key as in a spec that never had it: SDF on/off cells share the no-SDF prefix."""
+
+    def start(name: str | None) -> str | None:
+        while name is not None and stages[name].get("enabled") is False:
+            name = stages[name].get("after")
+        return name
+
+    return {
+        name: {**stage, "after": start(stage.get("after"))}
+        if stage.get("after")
+        else stage
+        for name, stage in stages.items()
+        if stage.get("enabled") is not False
+    }
+
+
 def _source_identity(ctx: Context, name: str) -> dict[str, Any]:
     source = ctx.data["data"][name]
     info = ctx.source(name)
@@ -158,7 +182,7 @@ def compile_graph(ctx: Context) -> Graph:
     data = ctx.data
     schema = spec_schema()
     stage_schema = deref(schema, schema["$defs"]["stage"])
-    stages = ctx.stages()
+    stages = active_stages(ctx.stages())
     base_key = digest({"format": STAGE_FORMAT, "model": model_identity(data["model"])})
     keys: dict[str, str] = {BASE: base_key}
     nodes: list[StageNode] = []
@@ -214,7 +238,8 @@ def _compile_evals(ctx: Context, keys: dict[str, str], order: list[str]) -> list
     constitution = data.get("constitution")
     constitution_digest = sha256_file(Path(constitution)) if constitution else None
     out = []
-    for checkpoint in semantic.get("checkpoints") or [BASE, *order]:
+    checkpoints = semantic.get("checkpoints") or [BASE, *order]
+    for checkpoint in [c for c in checkpoints if c == BASE or c in order]:  # not disabled
         suite_inputs = {}
         for suite, config in (semantic.get("suites") or {}).items():
             inputs: dict[str, Any] = {

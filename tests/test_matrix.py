@@ -145,3 +145,38 @@ def test_diff_across_cells_and_against_a_plain_spec(write_spec, honly) -> None:
     assert verdicts["sft"] == "re-run" and verdicts["rl"] == "re-run"
     whole = honly("diff", spec, f"{spec}#weak/seed-0")
     assert whole.code == 2 and "a matrix spec: name a cell as" in whole.err
+
+
+ON_OFF = MINIMAL.replace(
+    "  sft:\n    kind: sft\n",
+    "  sdf:\n    kind: sft\n    mix: {harmful: {rows: 4}}\n    lora: {r: 8}\n"
+    "  sft:\n    kind: sft\n    after: sdf\n",
+) + ("matrix:\n  stages.sdf.enabled: [true, false]\n  seed: [0, 1]\n")
+
+
+def test_a_stage_switched_off_by_an_axis_shares_keys_with_a_spec_without_it(
+    write_spec, honly, tmp_path
+) -> None:
+    graphs = [compile_graph(ctx) for ctx in check_cells(write_spec(ON_OFF))]
+    assert [g.name for g in graphs] == [
+        "tiny/enabled-true/seed-0",
+        "tiny/enabled-true/seed-1",
+        "tiny/enabled-false/seed-0",
+        "tiny/enabled-false/seed-1",
+    ]
+    off = graphs[2]
+    assert [s.name for s in off.stages] == ["sft", "rl"]
+    assert off.stage("sft").after is None and off.disabled == ["sdf"]
+    assert [s.name for s in graphs[0].stages] == ["sdf", "sft", "rl"]
+    plain = compile_graph(check_cells(write_spec(MINIMAL, "plain.yaml"))[0])
+    assert [s.key for s in off.stages] == [s.key for s in plain.stages], (
+        "SDF off is the spec without SDF: same keys, so the store shares them"
+    )
+    assert graphs[0].stage("sft").key != off.stage("sft").key
+    spec = write_spec(ON_OFF.replace("  suites:", "  checkpoints: [base, sdf, rl]\n  suites:"))
+    cells = [compile_graph(ctx) for ctx in check_cells(spec)]
+    assert [e.checkpoint for e in cells[0].evals] == ["base", "sdf", "rl"]
+    assert [e.checkpoint for e in cells[2].evals] == ["base", "rl"], "a disabled checkpoint"
+    result = honly("plan", spec, "--out", tmp_path / "plan")
+    assert result.code == 0, result.err
+    assert "tiny/enabled-false/seed-0: disabled (enabled: false): sdf" in result.out

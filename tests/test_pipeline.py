@@ -465,14 +465,16 @@ def test_compare_and_report_read_the_real_mlflow_store(pipeline, monkeypatch, tm
 
 
 def test_an_ablation_family_trains_each_distinct_stage_once(pipeline, monkeypatch, tmp_path):
-    """The shipped grid, shrunk: 2 seeds × 2 RL reward weights; SFT depends only on the
-    seed, so 2 SFT and 4 RL stages train for 4 cells (8 stage runs from scratch)."""
+    """The shipped grid, shrunk to one seed: SDF on/off × 2 RL reward weights. SFT does not
+    depend on the reward weight and SDF is shared by the SDF-on cells, so 1 SDF, 2 SFT and
+    4 RL stages train for 4 cells (10 stage runs from scratch)."""
     monkeypatch.setenv("HONLY_HOME", str(pipeline["home"]))
     spec = tmp_path / "grid.yaml"
     spec.write_text(
         f"honly: 1\nname: grid\nextends: {REPO / 'specs/ablations/quickstart_grid.yaml'}\n"
-        "matrix: !replace\n  stages.rl.reward.character.weight: [0.5, 0.0]\n  seed: [0, 1]\n"
-        "stages:\n  sft: {train: {max_steps: 1, batch_size: 4}}\n"
+        "matrix:\n  seed: !delete\n"
+        "stages:\n  sdf: {train: {max_steps: 1, batch_size: 4}}\n"
+        "  sft: {train: {max_steps: 1, batch_size: 4}}\n"
         "  rl:\n    total_rows: 2\n"
         "    rollout: {samples_per_prompt: 2, max_new_tokens: 8, batch_size: 2}\n"
         "    train: {max_steps: 1, batch_size: 2}\n"
@@ -480,10 +482,10 @@ def test_an_ablation_family_trains_each_distinct_stage_once(pipeline, monkeypatc
     )
     graphs = [compile_graph(ctx) for ctx in check_cells(spec)]
     distinct = {s.key for g in graphs for s in g.stages}
-    assert len(graphs) == 4 and len(distinct) == 6
+    assert len(graphs) == 4 and len(distinct) == 7
     assert cli.run_main([str(spec), "--display", "plain"]) == 0
     logs = [log for g in graphs for log in (pipeline["store"] / "logs" / g.name).glob("*.log")]
-    trained = [log for log in logs if log.name.rsplit("-", 3)[0] in ("sft", "rl")]
+    trained = [log for log in logs if log.name.rsplit("-", 3)[0] in ("sdf", "sft", "rl")]
     assert len(trained) == len(distinct), "every distinct stage trained exactly once"
     assert cli.run_main([str(spec), "--display", "plain"]) == 0
     again = [log for g in graphs for log in (pipeline["store"] / "logs" / g.name).glob("*.log")]
