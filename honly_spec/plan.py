@@ -162,9 +162,7 @@ def active_stages(stages: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]
         return name
 
     return {
-        name: {**stage, "after": start(stage.get("after"))}
-        if stage.get("after")
-        else stage
+        name: {**stage, "after": start(stage.get("after"))} if stage.get("after") else stage
         for name, stage in stages.items()
         if stage.get("enabled") is not False
     }
