@@ -280,6 +280,28 @@ def group_algorithms_need_groups(ctx: Context) -> Iterator[Diagnostic]:
 
 
 @rule
+def repeated_samples_need_sampling(ctx: Context) -> Iterator[Diagnostic]:
+    """Greedy decoding gives the same answer every time: more than one sample per question
+    at temperature 0 costs generation and judge calls and narrows intervals falsely."""
+    evaluation = ctx.data.get("eval") or {}
+    generation = evaluation.get("generation") or {}
+    if generation.get("temperature", 0.0) != 0:
+        return
+    repeats = [(("eval", "generation", "samples"), generation.get("samples", 1))]
+    for suite, config in (evaluation.get("suites") or {}).items():
+        if isinstance(config, dict):
+            repeats.append((("eval", "suites", suite, "samples"), config.get("samples", 1)))
+    for path, count in repeats:
+        if isinstance(count, int) and count > 1:
+            yield ctx.at(
+                path,
+                f"{count} samples per question at temperature 0 are {count} copies of one "
+                "greedy answer; set `eval.generation.temperature` above 0 (e.g. 1.0) or "
+                "use 1 sample",
+            )
+
+
+@rule
 def lora_rank_servable(ctx: Context) -> Iterator[Diagnostic]:
     for name, stage in ctx.stages().items():
         rank = (stage.get("lora") or {}).get("r")

@@ -103,6 +103,11 @@ def test_all_errors_reported_at_once_in_file_order(write_spec) -> None:
             "name: tiny\nmatrix: {stages.sft.train.lr: [1, 2]}",
             "not a spec path a matrix can vary",
         ),
+        (
+            "refusal: {sets: [heldout]}",
+            "misalignment: {samples: 5}",
+            "5 samples per question at temperature 0",
+        ),
         ("honly: 1", "honly: 2", "needs a newer honly"),
         ("honly: 1\n", "", "missing required key `honly`"),
     ],
