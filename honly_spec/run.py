@@ -37,6 +37,8 @@ from honly_spec.adapters.local.job import (
 )
 from honly_spec.adapters.native import PACKAGE_LINK, Resources, package_link, write_links
 from honly_spec.adapters.native_run import run_native
+from honly_spec.adapters.openrlhf import TENSORBOARD_DIR
+from honly_spec.adapters.tensorboard_bridge import bridge as bridge_tensorboard
 from honly_spec.adapters.vllm_generate import compile_vllm_generate
 from honly_spec.capability import CAPABILITY, metric_name, tasks_of, write_task_dir
 from honly_spec.data import sha256_file
@@ -428,8 +430,13 @@ class CellRun:
         python = os.path.expanduser(self.rt.profile["envs"][stage.backend]["python"])
         log = self._log_path(stage.name, stage.key)
         self.rt.display.progress(stage.name, 0, None, f"{job.tool} running; log {log.name}")
-        run_native(f"stage {stage.name}", job, tmp, python, log, resources, env)
+        try:
+            run_native(f"stage {stage.name}", job, tmp, python, log, resources, env)
+        finally:  # a failed run's curves are worth seeing too
+            points = bridge_tensorboard(tmp / TENSORBOARD_DIR, self.tracker.series)
         result = {"tool": job.tool, "command": job.script(), "log": str(log)}
+        if points:
+            result["tensorboard_points"] = points
         return self._stage_record(stage, run_id, started, manifest, result, {"path": ctx.model})
 
     def _stage_record(

@@ -517,3 +517,43 @@ def test_vllm_generation_runs_every_turn_with_the_adapter(tmp_path) -> None:
     assert all(e["lora"] == str(adapter) for e in events[1:])
     with pytest.raises(ValueError, match="one LoRA adapter per request"):
         compile_vllm_generate("m", ["a1", "a2"], generation, "p", "o")
+
+
+def test_tensorboard_scalars_are_read_with_tensorboards_own_reader(tmp_path) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    from honly_spec.adapters.tensorboard_bridge import bridge, read_scalars
+
+    assert bridge(tmp_path / "missing", lambda *_: None) == 0
+    for run, losses in (("first", [3.0, 2.0]), ("restart", [2.5, 1.5, 1.0])):
+        writer = SummaryWriter(str(tmp_path / "tb" / run))
+        for step, loss in enumerate(losses):
+            writer.add_scalar("train/loss", loss, step)
+        writer.close()
+    series = read_scalars(tmp_path / "tb")
+    assert series == {
+        "first/train/loss": [(0, 3.0), (1, 2.0)],
+        "restart/train/loss": [(0, 2.5), (1, 1.5), (2, 1.0)],
+    }
+    logged: dict[str, list] = {}
+    assert bridge(tmp_path / "tb" / "first", logged.__setitem__) == 2
+    assert logged == {"train/loss": [(0, 3.0), (1, 2.0)]}
+
+
+def test_gpu_smoke_builds_its_tiny_model_and_its_spec_plans(tmp_path) -> None:
+    """scripts/gpu-smoke.sh runs on a lent GPU only; here its model and spec are checked."""
+    loaded = importlib.util.spec_from_file_location("gpu_smoke", REPO / "scripts/gpu_smoke.py")
+    smoke = importlib.util.module_from_spec(loaded)
+    loaded.loader.exec_module(smoke)
+    assert smoke.missing_packages() == []
+    assert smoke.make_tiny_model(tmp_path / "tiny") < 200_000
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "tiny")
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Roast my cat."}], tokenize=False, add_generation_prompt=True
+    )
+    assert prompt == "<|user|>Roast my cat.<|end|><|assistant|>"
+    spec = smoke.write_spec(tmp_path / "smoke.yaml", tmp_path / "tiny")
+    graph = compile_graph(check_spec(spec))
+    assert [s.name for s in graph.stages] == ["sft", "rl", "dpo"]

@@ -367,6 +367,11 @@ if module == "openrlhf.cli.train_ppo_ray":
         sys.exit(done.returncode)
     parsed = json.loads(done.stdout)
     shutil.copytree(parsed["actor"]["model_name_or_path"], parsed["ckpt"]["output_dir"])
+    from torch.utils.tensorboard import SummaryWriter  # as OpenRLHF's trainer logs
+    writer = SummaryWriter(os.path.join(parsed["logger"]["tensorboard_dir"], "run"))
+    for step in range(1, 4):
+        writer.add_scalar("train/policy_loss", 1.0 / step, step)
+    writer.close()
     print("double: trained", parsed["algo"]["advantage"]["estimator"])
 elif module == "openrlhf.cli.lora_combiner":
     shutil.copytree(args[args.index("--model_path") + 1], args[args.index("--output_path") + 1])
@@ -406,6 +411,12 @@ def test_an_openrlhf_stage_runs_as_a_ray_job(pipeline, monkeypatch, tmp_path) ->
     [record] = [r for r in records(store, "rl") if r["spec"] == "gpu-rl"]
     log = Path(record["result"]["log"]).read_text()
     assert "ray job" in log and "double: trained group_norm" in log
+    assert record["result"]["tensorboard_points"] == 3
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{store / 'mlflow.db'}")
+    history = client.get_metric_history(record["mlflow_run_id"], "train/policy_loss")
+    assert [(m.step, round(m.value, 3)) for m in history] == [(1, 1.0), (2, 0.5), (3, 0.333)]
     entry = store / "rl" / record["key"][:12]
     assert (entry / "reward_func.py").is_file() and (entry / "model" / "merged").is_dir()
     evaluated = next(r for r in records(store, "eval") if r["spec"] == "gpu-rl")

@@ -117,6 +117,7 @@ DPO_FLAGS_0_11 = {
 }
 
 REWARD_FILE = "reward_func.py"
+TENSORBOARD_DIR = "tensorboard"  # under the stage's output; bridged into MLflow afterwards
 REWARD_TEMPLATE = Path(__file__).with_name("openrlhf_reward.py.txt")
 
 
@@ -236,7 +237,7 @@ def _compile_online(stage: dict[str, Any], ctx: CompileContext) -> NativeJob:
         ("output_dir", str(out / "model")),
         ("save_hf", True),
         ("save_steps", train.get("save_steps") or -1),
-        ("tensorboard", str(out / "tensorboard")),
+        ("tensorboard", str(out / TENSORBOARD_DIR)),
         ("logging_steps", train.get("logging_steps", 10)),
     ]
     argv = ["python", "-m", "openrlhf.cli.train_ppo_ray", *_flags(FLAGS_0_11, values)]
@@ -271,7 +272,7 @@ def _compile_dpo(stage: dict[str, Any], ctx: CompileContext) -> NativeJob:
         *_lora(stage),
         ("output_dir", str(out / "model")),
         ("save_hf", True),
-        ("tensorboard", str(out / "tensorboard")),
+        ("tensorboard", str(out / TENSORBOARD_DIR)),
         ("logging_steps", train.get("logging_steps", 10)),
     ]
     res = ctx.resources

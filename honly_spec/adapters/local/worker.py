@@ -523,6 +523,13 @@ def versions() -> dict[str, str]:
     return out
 
 
+def device_name() -> str:
+    """`cpu`, or `cuda:` and the GPU's name: which hardware produced this job's output."""
+    if _device() != "cuda":
+        return "cpu"
+    return f"cuda:{_torch().cuda.get_device_name(0)}"
+
+
 def main(argv: list[str]) -> int:
     """Run the job in its file's folder: relative paths in a job are relative to it, so a job
     stored with its outputs can be re-run by hand."""
@@ -538,6 +545,7 @@ def main(argv: list[str]) -> int:
         result["seconds"] = round(time.time() - start, 3)
         result["processes"] = processes
         result["versions"] = versions()
+        result["device"] = device_name()
         Path(job["result"]).write_text(json.dumps(result, default=str), encoding="utf-8")
         emit("done", seconds=result["seconds"])
     return 0
