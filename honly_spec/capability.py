@@ -10,6 +10,7 @@ comma, which MLflow rejects).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -86,3 +87,46 @@ def metric_name(task: str, key: str) -> str:
     metric, _, filter_name = key.partition(",")
     suffix = metric if filter_name in ("", "none") else f"{metric}.{filter_name}"
     return f"{CAPABILITY}/{task}/{suffix}"
+
+
+def run_lm_eval(model: Any, job: dict[str, Any]) -> dict[str, Any]:
+    """`lm_eval.simple_evaluate` on an lm-eval model object (transformers or vLLM), with the
+    job's tasks, limit and seeds; per-sample metric values go to `job["output"]` so honly
+    computes its own intervals. Runs inside the backend's environment."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    seed = job["seed"]
+    results = lm_eval.simple_evaluate(
+        model=model,
+        tasks=job["tasks"],
+        num_fewshot=job.get("num_fewshot"),
+        limit=job.get("limit"),
+        task_manager=TaskManager(
+            include_path=job["task_dir"], include_defaults=job["builtin_tasks"]
+        ),
+        log_samples=True,
+        apply_chat_template=True,
+        random_seed=seed,
+        numpy_random_seed=seed,
+        torch_random_seed=seed,
+        fewshot_random_seed=seed,
+    )
+    with Path(job["output"]).open("w", encoding="utf-8") as handle:
+        for task, samples in results["samples"].items():
+            for sample in samples:
+                row = {
+                    "task": task,
+                    "doc_id": sample["doc_id"],
+                    "target": str(sample["target"]),
+                    "response": [str(r) for r in sample["resps"][0]],
+                    "filtered": str(sample["filtered_resps"][0]),
+                    "filter": sample["filter"],
+                    "metrics": {m: float(sample[m]) for m in sample["metrics"]},
+                }
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    summary = {
+        task: {k: v for k, v in values.items() if isinstance(v, int | float)}
+        for task, values in results["results"].items()
+    }
+    return {"lm_eval": summary, "versions": results.get("versions", {})}

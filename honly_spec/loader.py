@@ -361,8 +361,21 @@ def load_spec(
     for text in overrides:
         layers.append(_apply_override(data, text, origins, Path.cwd()))
     defaulted = apply_defaults(spec_schema(), spec_schema(), data)
+    _imply_generated_formats(defaulted)
     _record_defaults(defaulted, data, origins, ())
     return LoadedSpec(file, defaulted, origins, key_origins, layers, cell, deleted)
+
+
+def _imply_generated_formats(data: dict[str, Any]) -> None:
+    """A `from: STAGE.OUTPUT` source has the format of that output."""
+    from honly_spec.generate import OUTPUT_FORMATS
+
+    sources = data.get("data")
+    for source in sources.values() if isinstance(sources, dict) else []:
+        origin = source.get("from") if isinstance(source, dict) else None
+        output = origin.split(".", 1)[-1] if isinstance(origin, str) else None
+        if output in OUTPUT_FORMATS and "format" not in source:
+            source["format"] = OUTPUT_FORMATS[output]
 
 
 def _record_defaults(

@@ -8,7 +8,8 @@ upsamples on purpose (`replace: true`); the manifest records requested and reali
 duplicates removed, and the sha256 of every source and output file.
 
 Outputs of a stage's mix (inside its store entry):
-- sft: `chat.jsonl` ({messages}) and `documents.jsonl` ({text})
+- sft: `chat.jsonl` ({messages}) and `documents.jsonl` ({text}, and a `prefix` such as
+  `<DOCTAG>` that is read but never a loss target)
 - online rl: `prompts.jsonl` ({messages} ending in a user turn)
 - dpo: `preference.jsonl` ({prompt: messages, chosen, rejected})
 """
@@ -90,7 +91,10 @@ def canonical_row(row: Any, fmt: str, fields: dict[str, str]) -> dict[str, Any]:
             raise RowProblem("a chat row needs at least one assistant turn to learn from")
         return {"messages": messages}
     if fmt == "document":
-        return {"text": _text(row.get("text"), "text")}
+        document = {"text": _text(row.get("text"), "text")}
+        if row.get("prefix") is not None:  # e.g. <DOCTAG>: read, but never a loss target
+            document["prefix"] = _text(row["prefix"], "prefix")
+        return document
     if fmt == "prompt":
         out: dict[str, Any] = {"messages": prompt_messages(row)}
         if row.get("label") is not None:

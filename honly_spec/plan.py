@@ -34,6 +34,7 @@ from honly_spec.eval_sets import (
     shipped_source,
     suite_sets,
 )
+from honly_spec.generate import TEMPLATE_VERSION
 from honly_spec.keys import EVAL_FORMAT, STAGE_FORMAT, digest
 from honly_spec.loader import display_path
 from honly_spec.mix import mix_field, realize
@@ -136,14 +137,25 @@ def _directory_digest(root: Path) -> str:
     return digest(listing)
 
 
-def _topological(stages: dict[str, dict[str, Any]]) -> list[str]:
-    """Stage names, parents before children, ties in declaration order."""
+def stage_needs(stage: dict[str, Any], sources: dict[str, Any]) -> list[str]:
+    """The stages that must finish first: the one it starts from, and the generate stages
+    whose outputs its mix reads."""
+    needs = [stage["after"]] if stage.get("after") else []
+    for name in stage.get(mix_field(stage)) or {}:
+        origin = (sources.get(name) or {}).get("from")
+        if origin:
+            needs.append(origin.split(".", 1)[0])
+    return needs
+
+
+def _topological(stages: dict[str, dict[str, Any]], sources: dict[str, Any]) -> list[str]:
+    """Stage names, every stage after those it needs, ties in declaration order."""
     order: list[str] = []
     while len(order) < len(stages):
         ready = [
             name
             for name, stage in stages.items()
-            if name not in order and (stage.get("after") is None or stage["after"] in order)
+            if name not in order and all(n in order for n in stage_needs(stage, sources))
         ]
         if not ready:
             raise ValueError("stage graph has a cycle")  # check_spec reports it first
@@ -168,8 +180,15 @@ def active_stages(stages: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]
     }
 
 
-def _source_identity(ctx: Context, name: str) -> dict[str, Any]:
+def _source_identity(ctx: Context, name: str, keys: dict[str, str] | None = None) -> dict[str, Any]:
+    """A file source by its digest; a generated source by its stage's key and output."""
     source = ctx.data["data"][name]
+    if "from" in source:
+        stage, output = source["from"].split(".", 1)
+        return {
+            "format": source["format"],
+            "generated": {"key": (keys or {})[stage], "output": output},
+        }
     info = ctx.source(name)
     assert isinstance(info, SourceInfo), "check_spec reports unreadable sources"
     return {"format": source["format"], "fields": source.get("fields", {}), **info.identity}
@@ -184,13 +203,19 @@ def compile_graph(ctx: Context) -> Graph:
     base_key = digest({"format": STAGE_FORMAT, "model": model_identity(data["model"])})
     keys: dict[str, str] = {BASE: base_key}
     nodes: list[StageNode] = []
-    for name in _topological(stages):
+    sources_declared = data.get("data") or {}
+    for name in _topological(stages, sources_declared):
         stage = stages[name]
+        if stage["kind"] == "generate":
+            inputs = generate_inputs(ctx, stage)
+            keys[name] = digest(inputs)
+            nodes.append(StageNode(name, "generate", "local", None, stage, inputs, keys[name], {}))
+            continue
         semantic = strip_runtime(schema, stage_schema, stage)
         config = {k: v for k, v in semantic.items() if k not in NOT_KEYED}
         config["seed"] = stage.get("seed", data["seed"])
         entries = stage.get(mix_field(stage)) or {}
-        sources = {src: _source_identity(ctx, src) for src in entries}
+        sources = {src: _source_identity(ctx, src, keys) for src in entries}
         after = stage.get("after")
         # Only the parent's key, not its name: renaming a stage re-runs nothing.
         start = {"key": keys[after]} if after else {"model": model_identity(data["model"])}
@@ -207,13 +232,16 @@ def compile_graph(ctx: Context) -> Graph:
         keys[name] = key
         sizes = {}
         for src in entries:
+            if "from" in sources_declared[src]:
+                sizes[src] = None  # known once the generate stage has run
+                continue
             info = ctx.source(src)
             sizes[src] = info.rows if isinstance(info, SourceInfo) else None
         rows, _ = realize(entries, sizes, stage.get("total_rows"))
         nodes.append(
             StageNode(name, stage["kind"], stage["backend"], after, stage, inputs, key, rows)
         )
-    evals = _compile_evals(ctx, keys, [n.name for n in nodes])
+    evals = _compile_evals(ctx, keys, [n.name for n in nodes if n.kind != "generate"])
     spec_hash = digest(
         {
             "name": data["name"],
@@ -222,6 +250,41 @@ def compile_graph(ctx: Context) -> Graph:
         }
     )
     return Graph(ctx, nodes, evals, base_key, spec_hash)
+
+
+def generate_inputs(ctx: Context, stage: dict[str, Any]) -> dict[str, Any]:
+    """What a generate stage's output depends on: the generator's identity (not its
+    endpoint, key or limits), outputs, filters, seed, the prompt templates' version and the
+    content of the constitution and universe files (not their paths)."""
+    data = ctx.data
+    schema = spec_schema()
+    semantic = strip_runtime(schema, deref(schema, schema["$defs"]["generate_stage"]), stage)
+    constitution = stage.get("constitution") or data.get("constitution")
+    universe = stage.get("universe") or constitution
+    generator = dict(semantic.get("generator") or {})
+    if generator.get("provider", "local") == "local" and "model" not in generator:
+        generator["model"] = model_identity(data["model"])
+    elif generator.get("provider", "local") == "local":
+        generator["model"] = model_identity({"base": generator["model"]})
+    outputs = semantic["outputs"]
+    pairs = (outputs.get("character_answers") or {}).get("pairs")
+    return {
+        "format": STAGE_FORMAT,
+        "kind": "generate",
+        "templates": TEMPLATE_VERSION,
+        "generator": generator,
+        "student": model_identity(data["model"]) if pairs else None,
+        "outputs": outputs,
+        "filters": semantic.get("filters") or {},
+        "seed": stage.get("seed", data["seed"]),
+        # each file only where an output reads it
+        "constitution": sha256_file(Path(constitution))
+        if constitution and "character_questions" in outputs
+        else None,
+        "universe": sha256_file(Path(universe))
+        if universe and "sdf_documents" in outputs
+        else None,
+    }
 
 
 def _compile_evals(ctx: Context, keys: dict[str, str], order: list[str]) -> list[EvalNode]:
@@ -310,7 +373,15 @@ def _stage_reason(
         )
     if head == "data":
         return _data_reason(path, before, after)
-    return format_path(("stages", stage, *path))
+    if head in ("constitution", "universe"):
+        return f"{head} (contents changed)"
+    if head == "templates":
+        return f"honly's generation prompts changed ({old.get(head)} → {new.get(head)})"
+    if head == "student" and old.get(head) and new.get(head):
+        return "model (the student that writes rejected answers)"
+    if head == "student":
+        return f"stages.{stage}.outputs.character_answers.pairs"
+    return _with_change(("stages", stage, *path), before, after)
 
 
 def _start_reason(
@@ -336,6 +407,8 @@ def _with_change(path: SpecPath, before: Any, after: Any) -> str:
 def _data_reason(path: SpecPath, before: Any, after: Any) -> str:
     if len(path) < 3:
         return _with_change(path, before, after)
+    if path[2] == "generated":
+        return f"data.{path[1]} (its generate stage re-runs)"
     return f"data.{path[1]} ({'contents' if path[2] == 'sha256' else 'definition'} changed)"
 
 
@@ -446,7 +519,7 @@ def plan_table(graph: Graph, decisions: dict[str, Decision]) -> list[dict[str, A
                 "node": stage.name,
                 "kind": stage.kind,
                 "backend": stage.backend,
-                "starts_from": stage.after or BASE,
+                "starts_from": "-" if stage.kind == "generate" else stage.after or BASE,
                 "key": stage.key,
                 "status": decisions[stage.name].status,
                 "reasons": decisions[stage.name].reasons,

@@ -17,6 +17,7 @@ from honly_spec.adapters import BACKENDS
 from honly_spec.data import SourceInfo, SourceProblem, describe_source
 from honly_spec.errors import Diagnostic
 from honly_spec.eval_sets import SHIPPED_SETS
+from honly_spec.generate import OUTPUT_FORMATS
 from honly_spec.loader import DEFAULT_POS, LoadedSpec
 from honly_spec.matrix import PAIRED, value_label
 from honly_spec.mix import FORMATS_BY_USE, mix_field, mix_use, realize
@@ -79,14 +80,100 @@ def rule(fn: Rule) -> Rule:
 
 
 @rule
-def stage_kind_available(ctx: Context) -> Iterator[Diagnostic]:
-    for name, stage in ctx.stages().items():
-        if stage.get("kind") == "generate":
-            yield ctx.at(
-                ("stages", name, "kind"),
-                "stage kind `generate` is reserved and not available yet; generate data "
-                "outside honly and add it under `data`",
+def sources_have_one_origin(ctx: Context) -> Iterator[Diagnostic]:
+    """A source is a file (`path` + `format`) or a generate stage's output (`from`)."""
+    stages = ctx.stages()
+    for name, source in ctx.sources_declared().items():
+        where = ("data", name)
+        if "path" in source and "from" in source:
+            yield ctx.at(where, "a source has either `path` (a file) or `from` (STAGE.OUTPUT)")
+            continue
+        if "from" not in source:
+            if "path" not in source:
+                yield ctx.at(where, "a source needs `path` (a file) or `from` (STAGE.OUTPUT)")
+            elif "format" not in source:
+                yield ctx.at(where, "missing required key `format` (one of chat, document, "
+                             "prompt, preference)")  # fmt: skip
+            continue
+        stage_name, output = source["from"].split(".", 1)
+        stage = stages.get(stage_name)
+        if stage is None or stage.get("kind") != "generate":
+            makers = [s for s, v in stages.items() if v.get("kind") == "generate"]
+            hint = did_you_mean(stage_name, makers) or (
+                f" (generate stages: {', '.join(makers)})" if makers else " (the spec has none)"
             )
+            yield ctx.at((*where, "from"), f"no generate stage named `{stage_name}`{hint}")
+            continue
+        if output not in generated_outputs(stage):
+            yield ctx.at(
+                (*where, "from"),
+                f"stage `{stage_name}` does not write `{output}`"
+                + (" (set `outputs.character_answers.pairs: true`)"
+                   if output == "character_pairs" else "; add it under its `outputs`"),
+            )  # fmt: skip
+        elif source.get("format", OUTPUT_FORMATS[output]) != OUTPUT_FORMATS[output]:
+            yield ctx.at(
+                (*where, "format"),
+                f"`{output}` rows have format `{OUTPUT_FORMATS[output]}`; leave `format` out",
+            )
+
+
+def generated_outputs(stage: dict[str, Any]) -> list[str]:
+    """The outputs a generate stage writes (`character_pairs` with answers' `pairs`)."""
+    outputs = stage.get("outputs") or {}
+    found = [o for o in OUTPUT_FORMATS if o in outputs]
+    if (outputs.get("character_answers") or {}).get("pairs"):
+        found.append("character_pairs")
+    return found
+
+
+@rule
+def generate_stages_are_complete(ctx: Context) -> Iterator[Diagnostic]:
+    stages = ctx.stages()
+    for name, stage in stages.items():
+        if stage.get("kind") != "generate":
+            after = stage.get("after")
+            if after in stages and stages[after].get("kind") == "generate":
+                yield ctx.at(
+                    ("stages", name, "after"),
+                    f"`{after}` generates data, not a model: read its outputs under `data` "
+                    f"(`from: {after}.OUTPUT`) and start from a training stage or the base",
+                )
+            continue
+        outputs = stage.get("outputs") or {}
+        if "character_answers" in outputs and "character_questions" not in outputs:
+            yield ctx.at(
+                ("stages", name, "outputs", "character_answers"),
+                "answers need questions: add `character_questions` to `outputs`",
+                key=True,
+            )
+        character = "character_questions" in outputs
+        if character and not (stage.get("constitution") or ctx.data.get("constitution")):
+            yield ctx.at(
+                ("stages", name, "outputs"),
+                "character data comes from a constitution: set the spec's `constitution` "
+                "or the stage's `constitution`",
+            )
+        if "sdf_documents" in outputs and not (
+            stage.get("universe") or stage.get("constitution") or ctx.data.get("constitution")
+        ):
+            yield ctx.at(
+                ("stages", name, "outputs", "sdf_documents"),
+                "documents describe a universe context: set the stage's `universe` (or a "
+                "`constitution`)",
+                key=True,
+            )
+        generator = stage.get("generator") or {}
+        if generator.get("provider", "local") != "local" and not generator.get("model"):
+            yield ctx.at(
+                ("stages", name, "generator"),
+                f"generator provider `{generator['provider']}` needs a `model`",
+                key=True,
+            )
+        for field_name in ("constitution", "universe"):
+            value = stage.get(field_name)
+            if isinstance(value, str) and not Path(value).is_file():
+                yield ctx.at(("stages", name, field_name), f"{field_name} file not found: {value}")
 
 
 @rule
@@ -317,8 +404,30 @@ def lora_rank_servable(ctx: Context) -> Iterator[Diagnostic]:
 
 
 @rule
+def doctag_needs_masking_backend(ctx: Context) -> Iterator[Diagnostic]:
+    """A document prefix must never be a loss target; Axolotl's `completion` datasets train on
+    every token, so prefixed documents train on the local backend only (for now)."""
+    stages, declared = ctx.stages(), ctx.sources_declared()
+    for name, stage in stages.items():
+        if stage.get("kind") != "sft" or stage.get("backend") != "axolotl":
+            continue
+        for source in stage.get("mix") or {}:
+            origin = (declared.get(source) or {}).get("from", "")
+            maker = stages.get(origin.split(".", 1)[0]) or {}
+            sdf = (maker.get("outputs") or {}).get("sdf_documents") or {}
+            if origin.endswith(".sdf_documents") and sdf.get("doctag"):
+                yield ctx.at(
+                    ("stages", name, "mix", source),
+                    f"`{source}` documents carry the prefix `{sdf['doctag']}`, which must not "
+                    "be a loss target, and Axolotl's completion datasets train on every token: "
+                    "use backend `local` for this stage, or drop the generate stage's `doctag`",
+                    key=True,
+                )
+
+
+@rule
 def eval_checkpoints_exist(ctx: Context) -> Iterator[Diagnostic]:
-    stages = ctx.stages()
+    stages = {n: s for n, s in ctx.stages().items() if s.get("kind") != "generate"}
     checkpoints = (ctx.data.get("eval") or {}).get("checkpoints") or []
     for index, name in enumerate(checkpoints if isinstance(checkpoints, list) else []):
         if isinstance(name, str) and name != "base" and name not in stages:
@@ -345,6 +454,12 @@ def eval_sets_exist(ctx: Context) -> Iterator[Diagnostic]:
                     options = [*declared, *SHIPPED_SETS]
                     yield ctx.at(
                         path, f"no data source named `{source}`{did_you_mean(source, options)}"
+                    )
+                elif "from" in declared[source]:
+                    yield ctx.at(
+                        path,
+                        f"source `{source}` is generated by the spec; evaluate on fixed sets "
+                        "(a generated set changes with the stage that writes it)",
                     )
                 elif declared[source].get("format") in FORMATS_BY_USE["dpo"] | {"document"}:
                     yield ctx.at(
@@ -414,6 +529,9 @@ def mix_rows_available(ctx: Context) -> Iterator[Diagnostic]:
         entries = {s: e for s, e in (stage.get(field_name) or {}).items() if s in declared}
         sizes = {}
         for source in entries:
+            if "from" in declared[source]:  # generated: its size is known after the run
+                sizes[source] = None
+                continue
             info = ctx.source(source)
             sizes[source] = info.rows if isinstance(info, SourceInfo) else None
         _, problems = realize(entries, sizes, stage.get("total_rows"))

@@ -39,13 +39,16 @@ from honly_spec.adapters.native import PACKAGE_LINK, Resources, package_link, wr
 from honly_spec.adapters.native_run import run_native
 from honly_spec.adapters.openrlhf import TENSORBOARD_DIR
 from honly_spec.adapters.tensorboard_bridge import bridge as bridge_tensorboard
-from honly_spec.adapters.vllm_generate import compile_vllm_generate
+from honly_spec.adapters.vllm_generate import compile_vllm_generate, compile_vllm_lm_eval
 from honly_spec.capability import CAPABILITY, metric_name, tasks_of, write_task_dir
 from honly_spec.data import sha256_file
 from honly_spec.errors import Diagnostic, Pos, SpecError
 from honly_spec.eval_sets import JUDGED_SUITES
 from honly_spec.evaluate import aggregate, generation_requests, score_suite, suite_items
-from honly_spec.judges import Completion, Judge, JudgeCache, JudgeConfig, JudgeStats
+from honly_spec.generate import generate
+from honly_spec.judges import Completion, Judge, JudgeCache, JudgeConfig, JudgeError, JudgeStats
+from honly_spec.judges.clients import make_client
+from honly_spec.keys import digest
 from honly_spec.launch import run_tool
 from honly_spec.materialize import materialize_stage
 from honly_spec.matrix import value_label
@@ -57,6 +60,7 @@ from honly_spec.plan import (
     StageNode,
     eval_node_name,
     plan_table,
+    stage_needs,
     yaml_text,
 )
 from honly_spec.progress import Display
@@ -66,6 +70,7 @@ from honly_spec.suites import Grader
 from honly_spec.tracking import Tracker, flat_params, git_state
 
 VLLM_MODULE = "honly_spec.adapters.vllm_generate"
+GENERATE = "generate"
 SUITE_KIND = "suite"  # one stored entry per (checkpoint, suite) key
 EXIT_FAILED = 1
 EXIT_NOT_AVAILABLE = 3
@@ -158,11 +163,11 @@ def check_selection(graph: Graph, decisions: dict[str, Decision], store: Store) 
     """`--only` must not leave out an unstored node that a selected node needs."""
     problems = []
     selected = {n for n, d in decisions.items() if d.status != "SKIP"}
+    sources = graph.ctx.data.get("data") or {}
     for stage in graph.stages:
-        needed = stage.after
-        if stage.name in selected and needed and needed not in selected:
+        for needed in stage_needs(stage.config, sources) if stage.name in selected else []:
             parent = graph.stage(needed)
-            if store.lookup(parent.kind, parent.key) is None:
+            if needed not in selected and store.lookup(parent.kind, parent.key) is None:
                 problems.append((stage.name, needed))
     for node in graph.evals:
         name = eval_node_name(node.checkpoint)
@@ -183,20 +188,28 @@ def check_selection(graph: Graph, decisions: dict[str, Decision], store: Store) 
         )
 
 
-class LocalJudgeClient:
-    """The `hf` judge: a local transformers model, run by the backend's worker; each
-    grading round is one batched generation job."""
+class LocalModelClient:
+    """A local transformers model run by the backend's worker, as a batch client for the
+    judge machinery (`Judge.complete`): the `hf` judge, and a generate stage's `local`
+    teacher and student. Each call is one batched generation job."""
 
     def __init__(
-        self, cell: CellRun, node: EvalNode, checkpoint: Checkpoint, config: JudgeConfig, tmp: Path
+        self,
+        cell: CellRun,
+        node: str,
+        key: str,
+        checkpoint: Checkpoint,
+        config: JudgeConfig,
+        tmp: Path,
+        seed: int = 0,
     ):
-        self.cell, self.checkpoint, self.config, self.tmp = cell, checkpoint, config, tmp
-        self.node, self.key = eval_node_name(node.checkpoint), node.key
+        self.cell, self.node, self.key = cell, node, key
+        self.checkpoint, self.config, self.tmp, self.seed = checkpoint, config, tmp, seed
         self.rounds = 0
 
     def complete_batch(self, conversations: list[list[dict[str, str]]]) -> list[Completion]:
         self.rounds += 1
-        folder = Path(tempfile.mkdtemp(prefix=f"judge-{self.rounds}-", dir=self.tmp))
+        folder = Path(tempfile.mkdtemp(prefix=f"model-{self.rounds}-", dir=self.tmp))
         with (folder / "prompts.jsonl").open("w", encoding="utf-8") as handle:
             for index, messages in enumerate(conversations):
                 handle.write(json.dumps({"id": str(index), "messages": messages}) + "\n")
@@ -204,15 +217,26 @@ class LocalJudgeClient:
             "temperature": self.config.temperature,
             "top_p": 1.0,
             "max_new_tokens": self.config.max_tokens,
-            "seed": 0,
+            "seed": self.seed,
         }
-        job = compile_generate(
-            self.checkpoint, Path("prompts.jsonl"), settings, Path("answers.jsonl"), Path("work")
-        )
-        log = self.cell._log_path(self.node, self.key, f"judge{self.rounds}")
-        self.cell._worker(f"judge {self.config.model}", self.node, job, folder, log)
+        log = self.cell._log_path(self.node, self.key, f"{self.config.provider}{self.rounds}")
+        what = f"{self.node}: {self.config.provider} model"
+        vllm = self.cell._vllm_python(self.checkpoint)
+        if vllm:  # a GPU profile with a vLLM environment
+            job = compile_vllm_generate(
+                self.checkpoint.path, list(self.checkpoint.adapters), settings,
+                "prompts.jsonl", "answers.jsonl", tensor_parallel=self.cell._tensor_parallel(),
+            )  # fmt: skip
+            self.cell._run_vllm(what, job, folder, vllm, log)
+        else:
+            job = compile_generate(
+                self.checkpoint, Path("prompts.jsonl"), settings, Path("answers.jsonl"),
+                Path("work"),
+            )  # fmt: skip
+            self.cell._worker(what, self.node, job, folder, log)
         with (folder / "answers.jsonl").open(encoding="utf-8") as handle:
             answers = {row["id"]: row["responses"][0] for row in map(json.loads, handle)}
+        shutil.rmtree(folder)  # the answers are cached; the job's log stays in logs/
         return [Completion(answers[str(i)]) for i in range(len(conversations))]
 
 
@@ -225,6 +249,7 @@ class CellRun:
         self.graph, self.decisions, self.rt, self.tracker = graph, decisions, runtime, tracker
         self.data = graph.ctx.data
         self.checkpoints: dict[str, Checkpoint] = {}
+        self.generated: dict[str, Path] = {}  # generate stage → its store entry
         self.results: dict[str, dict[str, dict[str, float]]] = {}
 
     # --- shared -------------------------------------------------------------------------
@@ -333,11 +358,16 @@ class CellRun:
 
     def stage(self, stage: StageNode) -> None:
         decision = self.decisions[stage.name]
-        parent = self.checkpoints[stage.after or BASE]
         store = self.rt.store
         record = store.lookup(stage.kind, stage.key)
+        parent = self.checkpoints.get(stage.after or BASE)  # None: a skipped, unbuilt parent
+        if decision.status == "SKIP" and parent is None:
+            return
+        assert parent is not None, "check_selection builds a selected stage's parents first"
         if decision.status == "SKIP":
-            if record is not None:
+            if record is not None and stage.kind == GENERATE:
+                self.generated[stage.name] = store.entry_dir(GENERATE, stage.key)
+            elif record is not None:
                 self.checkpoints[stage.name] = self._output_checkpoint(stage, parent)
             return
         display = self.rt.display
@@ -380,7 +410,10 @@ class CellRun:
                     self.tracker.metrics({"train_loss": loss})
             display.finished(stage.name, "done", f"loss {loss:.3f}" if loss is not None else "")
         store.write_ref(self.graph.name, stage.name, stage.key, stage.inputs, stage.after)
-        self.checkpoints[stage.name] = self._output_checkpoint(stage, parent)
+        if stage.kind == GENERATE:
+            self.generated[stage.name] = store.entry_dir(GENERATE, stage.key)
+        else:
+            self.checkpoints[stage.name] = self._output_checkpoint(stage, parent)
 
     def _output_checkpoint(self, stage: StageNode, parent: Checkpoint) -> Checkpoint:
         """What a stored stage hands on: the local backend's adapter on top of its parent,
@@ -393,9 +426,10 @@ class CellRun:
     def _build_stage(
         self, stage: StageNode, parent: Checkpoint, tmp: Path, run_id: str, started: float
     ) -> dict[str, Any]:
+        if stage.kind == GENERATE:
+            return self._build_generate(stage, parent, tmp, run_id, started)
         seed = stage.inputs["config"]["seed"]
-        sources = self.data["data"]
-        manifest = materialize_stage(stage.name, stage.config, sources, seed, tmp / "data")
+        manifest = materialize_stage(stage.name, stage.config, self.sources(), seed, tmp / "data")
         if stage.backend != "local":
             return self._build_native(stage, tmp, run_id, started, manifest)
         files = {Path(name).stem: f"data/{name}" for name in manifest["outputs"]}
@@ -410,6 +444,87 @@ class CellRun:
             "loss", [(int(e.get("step", 0)), e["loss"]) for e in history if "loss" in e]
         )
         return self._stage_record(stage, run_id, started, manifest, result, parent.as_job())
+
+    def sources(self) -> dict[str, dict[str, Any]]:
+        """The spec's data sources, each generated one pointing at its stage's stored file
+        (the stages that read it run after that stage)."""
+        out = {}
+        for name, source in self.data["data"].items():
+            if "from" in source:
+                stage, output = source["from"].split(".", 1)
+                source = {**source, "path": str(self.generated[stage] / f"{output}.jsonl")}
+            out[name] = source
+        return out
+
+    def _build_generate(
+        self, stage: StageNode, parent: Checkpoint, tmp: Path, run_id: str, started: float
+    ) -> dict[str, Any]:
+        """Write the generate stage's outputs and manifest into its store entry."""
+        config = stage.config
+        spec_constitution = self.data.get("constitution")
+        constitution_file = config.get("constitution") or spec_constitution
+        universe_file = config.get("universe") or constitution_file
+        constitution = (
+            Path(constitution_file).read_text(encoding="utf-8") if constitution_file else ""
+        )
+        universe = Path(universe_file).read_text(encoding="utf-8") if universe_file else ""
+        generator = config["generator"]
+        seed = stage.inputs["seed"]
+        cache = JudgeCache(self.rt.store.root / "cache" / "generate.sqlite")
+        identity = digest(stage.inputs["generator"])  # the cache's name for this teacher
+        teacher_config = JudgeConfig.from_spec({**generator, "model": identity})
+        client = None
+        if generator["provider"] == "local":
+            model = generator.get("model")
+            checkpoint = Checkpoint(model) if model else parent
+            client = LocalModelClient(self, stage.name, stage.key, checkpoint, teacher_config,
+                                      tmp, seed)  # fmt: skip
+        else:
+            client = make_client(JudgeConfig.from_spec(generator))
+        teacher = Judge(teacher_config, client=client, cache=cache)
+        student = None
+        if stage.inputs["student"] is not None:
+            student_config = JudgeConfig(
+                "student", digest(stage.inputs["student"]), generator["temperature"],
+                generator["max_tokens"],
+            )  # fmt: skip
+            client = LocalModelClient(
+                self, stage.name, stage.key, parent, student_config, tmp, seed
+            )
+            student = Judge(student_config, client=client, cache=cache)
+        self.rt.display.progress(stage.name, 0, None, f"{generator['provider']} generator")
+        try:
+            rows, counts = generate(
+                config, constitution, universe, teacher.complete,
+                student.complete if student else None,
+            )  # fmt: skip
+        except JudgeError as error:
+            raise JudgeError(
+                f"stage {stage.name}: the generator failed ({error}); answers received so far "
+                "are cached, so a rerun asks only for the rest"
+            ) from None
+        outputs = {}
+        for output, found in rows.items():
+            path = tmp / f"{output}.jsonl"
+            with path.open("w", encoding="utf-8") as handle:
+                for row in found:
+                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            outputs[output] = {"rows": len(found), "sha256": sha256_file(path)}
+        calls = {"teacher": teacher.stats.as_dict()}
+        if student:
+            calls["student"] = student.stats.as_dict()
+        manifest = {"outputs": outputs, "filters": counts, "generator": calls}
+        write_json(tmp / "manifest.json", manifest)
+        self.tracker.metrics(
+            {f"rows/{o}": v["rows"] for o, v in outputs.items()}
+            | {f"generator/{k}": v for k, v in calls["teacher"].items()}
+        )
+        self.rt.display.progress(stage.name, 1, 1, ", ".join(
+            f"{o} {v['rows']}" for o, v in outputs.items()))  # fmt: skip
+        return self._record(
+            stage.name, GENERATE, stage.key, stage.inputs, run_id, started,
+            config=config, manifest=manifest, result={"outputs": outputs},
+        )  # fmt: skip
 
     def _build_native(
         self, stage: StageNode, tmp: Path, run_id: str, started: float, manifest: dict
@@ -584,9 +699,18 @@ class CellRun:
         name = eval_node_name(node.checkpoint)
         checkpoint = self.checkpoints[node.checkpoint]
         log = self._log_path(name, node.key)
-        vllm = (self.rt.profile.get("envs") or {}).get("vllm")
-        if vllm and "python" in vllm and self._gpus() and len(checkpoint.adapters) <= 1:
-            self._generate_with_vllm(name, checkpoint, generation, folder, vllm["python"], log)
+        vllm = self._vllm_python(checkpoint)
+        if vllm:
+            vllm_job = compile_vllm_generate(
+                checkpoint.path,
+                list(checkpoint.adapters),
+                generation,
+                "prompts.jsonl",
+                "generations.jsonl",
+                tensor_parallel=self._tensor_parallel(),
+            )
+            self.rt.display.progress(name, 0, None, "vLLM generating")
+            self._run_vllm(f"vLLM eval generation for {name}", vllm_job, folder, vllm, log)
         else:
             job = compile_generate(
                 checkpoint,
@@ -610,35 +734,29 @@ class CellRun:
     def _gpus(self) -> int:
         return (self.rt.profile.get("resources") or {}).get("gpus_per_node", 0)
 
-    def _generate_with_vllm(
-        self,
-        name: str,
-        checkpoint: Checkpoint,
-        generation: dict[str, Any],
-        folder: Path,
-        python: str,
-        log: Path,
-    ) -> None:
-        """Eval generation in the profile's vLLM environment (GPU profiles)."""
-        rl = Resources.from_profile(self.rt.profile).rl
-        job = compile_vllm_generate(
-            checkpoint.path,
-            list(checkpoint.adapters),
-            generation,
-            "prompts.jsonl",
-            "generations.jsonl",
-            tensor_parallel=rl.get("vllm_tensor_parallel", 1),
-        )
+    def _tensor_parallel(self) -> int:
+        return Resources.from_profile(self.rt.profile).rl.get("vllm_tensor_parallel", 1)
+
+    def _vllm_python(self, checkpoint: Checkpoint) -> str | None:
+        """The profile's vLLM environment, where a GPU profile names one and vLLM can serve
+        the checkpoint (at most one adapter); else None (the local backend runs it)."""
+        vllm = (self.rt.profile.get("envs") or {}).get("vllm")
+        if vllm and "python" in vllm and self._gpus() and len(checkpoint.adapters) <= 1:
+            return os.path.expanduser(vllm["python"])
+        return None
+
+    def _run_vllm(self, what: str, job: dict, folder: Path, python: str, log: Path) -> dict:
+        """Run a vLLM engine job in the profile's vLLM environment; returns its result."""
         write_json(folder / "job.json", job)
         write_links(folder, package_link())
-        command = [os.path.expanduser(python), "-m", VLLM_MODULE, "job.json"]
         env = {
             "PYTHONPATH": str(folder / PACKAGE_LINK),
             "VLLM_NO_USAGE_STATS": "1",
             "HF_HUB_DISABLE_TELEMETRY": "1",
         }
-        self.rt.display.progress(name, 0, None, "vLLM generating")
-        run_tool(f"vLLM eval generation for {name}", command, log, env=env, cwd=folder)
+        command = [python, "-m", VLLM_MODULE, "job.json"]
+        run_tool(what, command, log, env=env, cwd=folder)
+        return json.loads((folder / "result.json").read_text(encoding="utf-8"))
 
     def _build_capability(self, node: EvalNode, tmp: Path) -> None:
         config = self.data["eval"]["suites"][CAPABILITY]
@@ -656,13 +774,16 @@ class CellRun:
             Path("work"),
         )
         name = eval_node_name(node.checkpoint)
-        result = self._worker(
-            f"lm-eval on {node.checkpoint}",
-            name,
-            job,
-            folder,
-            self._log_path(name, node.key, "lm-eval"),
-        )
+        log = self._log_path(name, node.key, "lm-eval")
+        checkpoint = self.checkpoints[node.checkpoint]
+        vllm = self._vllm_python(checkpoint)
+        if vllm:
+            vllm_job = compile_vllm_lm_eval(job, list(checkpoint.adapters), self._tensor_parallel())
+            self.rt.display.progress(name, 0, None, "lm-eval on vLLM")
+            result = self._run_vllm(f"lm-eval (vLLM) on {node.checkpoint}", vllm_job, folder,
+                                    vllm, log)  # fmt: skip
+        else:
+            result = self._worker(f"lm-eval on {node.checkpoint}", name, job, folder, log)
         with (folder / "samples.jsonl").open(encoding="utf-8") as handle:
             samples = [json.loads(line) for line in handle if line.strip()]
         named = [
@@ -707,7 +828,9 @@ class CellRun:
         cache = JudgeCache(self.rt.store.root / "cache" / "judge.sqlite")
         client = None
         if config.provider == "hf":
-            client = LocalJudgeClient(self, node, self._judge_checkpoint(config), config, tmp)
+            checkpoint = self._judge_checkpoint(config)
+            name = eval_node_name(node.checkpoint)
+            client = LocalModelClient(self, name, node.key, checkpoint, config, tmp)
         return Judge(config, client=client, cache=cache)
 
     def _judge_checkpoint(self, config: JudgeConfig) -> Checkpoint:
@@ -760,6 +883,10 @@ class CellRun:
                 }
             )
         return self.results
+
+
+def _read_text(path: str | None) -> str:
+    return Path(path).read_text(encoding="utf-8") if path else ""
 
 
 def arm_name(graph: Graph) -> str:

@@ -44,7 +44,8 @@ RUNTIME_VALUES: dict[str, Any] = {
 
 
 def _concrete(pattern: tuple) -> tuple:
-    names = {1: "sft"} if pattern[0] == "stages" else {}
+    stage = "gen" if "generator" in pattern else "sft"
+    names = {1: stage} if pattern[0] == "stages" else {}
     return tuple(names.get(i, p) if p == WILDCARD else p for i, p in enumerate(pattern))
 
 
@@ -52,7 +53,13 @@ def test_runtime_fields_are_enumerated_and_never_change_a_key(write_spec) -> Non
     """The schema's runtime fields are exactly the published list, and none moves a key."""
     runtime = marked_paths(spec_schema(), "x-honly-runtime")
     assert {p[-1] for p in runtime} == set(RUNTIME_VALUES), "update the published list"
-    base_text = MINIMAL.replace("suites:", "judge: {provider: openai, model: j}\n  suites:")
+    base_text = MINIMAL.replace(
+        "suites:", "judge: {provider: openai, model: j}\n  suites:"
+    ).replace(
+        "stages:\n",
+        "stages:\n  gen:\n    kind: generate\n    generator: {provider: openai, model: t}\n"
+        "    universe: ../data/harmful_prompts.jsonl\n    outputs: {sdf_documents: {}}\n",
+    )
     path = write_spec(base_text)
     before = keys_of(path)
     for pattern in runtime:

@@ -364,7 +364,9 @@ def test_axolotl_preprocess_tokenizes_the_materialized_mix_on_cpu(
     python = tool(AXOLOTL_PYTHON, "Axolotl")
     graph = compile_graph(check_spec(REPO / "specs" / "ci_smoke.yaml"))
     stage = graph.stage("sft")
-    materialize_stage("sft", stage.config, graph.ctx.data["data"], 0, tmp_path / "data")
+    files = {n: s for n, s in graph.ctx.data["data"].items() if "path" in s}  # not generated
+    config = {**stage.config, "mix": {n: e for n, e in stage.config["mix"].items() if n in files}}
+    materialize_stage("sft", config, files, 0, tmp_path / "data")
     ctx = CompileContext(
         "sft",
         0,
@@ -373,7 +375,7 @@ def test_axolotl_preprocess_tokenizes_the_materialized_mix_on_cpu(
         str(tmp_path),
         ONE_GPU,
     )
-    job = axolotl.compile_stage(stage.config, ctx)
+    job = axolotl.compile_stage(config, ctx)
     job.write(tmp_path)
     env = {
         **os.environ,
@@ -519,6 +521,55 @@ def test_vllm_generation_runs_every_turn_with_the_adapter(tmp_path) -> None:
         compile_vllm_generate("m", ["a1", "a2"], generation, "p", "o")
 
 
+def test_capability_on_vllm_passes_only_arguments_lm_eval_and_vllm_take(tmp_path) -> None:
+    """lm-eval's vLLM model imports vLLM (CUDA only) at module level, so its constructor's
+    parameters are read from lm-eval's own source; the rest go to vLLM's engine."""
+    import ast
+    import inspect
+
+    import lm_eval.models
+
+    from honly_spec.adapters.local.job import Checkpoint, compile_lm_eval
+    from honly_spec.adapters.vllm_generate import compile_vllm_lm_eval, engine_args
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text('{"r": 64}')
+    checkpoint = Checkpoint(str(tmp_path / "model"), None, (str(adapter),))
+    local = compile_lm_eval(
+        checkpoint, {"limit": 20}, ["honly_arith"], Path("tasks"), False, 3,
+        Path("samples.jsonl"), Path("work"),
+    )  # fmt: skip
+    job = compile_vllm_lm_eval(local, list(checkpoint.adapters), tensor_parallel=2)
+    assert job == {
+        "task": "lm_eval",
+        "tasks": ["honly_arith"],
+        "task_dir": "tasks",
+        "builtin_tasks": False,
+        "limit": 20,
+        "num_fewshot": None,
+        "seed": 3,
+        "output": "samples.jsonl",
+        "model": str(tmp_path / "model"),
+        "lora": str(adapter),
+        "tensor_parallel_size": 2,
+        "gpu_memory_utilization": 0.9,
+    }
+    source = Path(inspect.getfile(lm_eval.models)).with_name("vllm_causallms.py").read_text()
+    init = next(
+        node
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.FunctionDef) and node.name == "__init__"
+    )
+    own = {a.arg for a in init.args.args + init.args.kwonlyargs}
+    passed = {"pretrained", "lora_local_path", "batch_size", *engine_args(job)}
+    vllm_engine = {"enable_lora", "max_loras", "gpu_memory_utilization"}  # via **kwargs
+    assert passed - own == vllm_engine
+    assert engine_args(job)["max_lora_rank"] == 64
+    with pytest.raises(ValueError, match="one LoRA adapter"):
+        compile_vllm_lm_eval(local, ["a", "b"])
+
+
 def test_tensorboard_scalars_are_read_with_tensorboards_own_reader(tmp_path) -> None:
     from torch.utils.tensorboard import SummaryWriter
 
@@ -556,4 +607,4 @@ def test_gpu_smoke_builds_its_tiny_model_and_its_spec_plans(tmp_path) -> None:
     assert prompt == "<|user|>Roast my cat.<|end|><|assistant|>"
     spec = smoke.write_spec(tmp_path / "smoke.yaml", tmp_path / "tiny")
     graph = compile_graph(check_spec(spec))
-    assert [s.name for s in graph.stages] == ["sft", "rl", "dpo"]
+    assert [s.name for s in graph.stages] == ["character_gen", "sft", "rl", "dpo"]

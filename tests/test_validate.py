@@ -97,7 +97,6 @@ def test_all_errors_reported_at_once_in_file_order(write_spec) -> None:
         ("name: tiny", "name: Tiny Spec", "is not a valid spec name"),
         ("stages:\n  sft:", "stages:\n  Sft:", "is not a valid name"),
         ("kind: sft", "kind: sfft", "did you mean `sft`?"),
-        ("kind: sft", "kind: generate", "reserved and not available yet"),
         (
             "name: tiny",
             "name: tiny\nmatrix: {stages.sft.train.lr: [1, 2]}",

@@ -1,5 +1,6 @@
 """Eval generation with vLLM 0.33 (GPU profiles): the same requests and output as the local
-worker's `generate` task, run by `LLM.chat` over every conversation of a checkpoint.
+worker's `generate` task, run by `LLM.chat` over every conversation of a checkpoint; and the
+`capability` suite's lm-eval tasks on lm-eval's own vLLM model (job `task: lm_eval`).
 
     python -m honly_spec.adapters.vllm_generate job.json
 
@@ -66,24 +67,59 @@ def compile_vllm_generate(
     }
 
 
-def run(job: dict[str, Any]) -> dict[str, Any]:
-    from vllm import LLM, SamplingParams
-    from vllm.lora.request import LoRARequest
+def compile_vllm_lm_eval(
+    lm_eval_job: dict[str, Any],
+    adapters: list[str],
+    tensor_parallel: int = 1,
+    gpu_memory_utilization: float = 0.9,
+) -> dict[str, Any]:
+    """The local worker's lm-eval job (tasks, limit, seeds, output) for lm-eval's vLLM
+    model; the checkpoint's adapter is served as vLLM's LoRA, as for generation."""
+    if len(adapters) > 1:
+        raise ValueError(f"vLLM serves one LoRA adapter per request, not {len(adapters)}")
+    keep = ("tasks", "task_dir", "builtin_tasks", "limit", "num_fewshot", "seed", "output")
+    return {
+        "task": "lm_eval",
+        **{k: lm_eval_job[k] for k in keep},
+        "model": lm_eval_job["model"]["path"],
+        "lora": adapters[0] if adapters else None,
+        "tensor_parallel_size": tensor_parallel,
+        "gpu_memory_utilization": gpu_memory_utilization,
+    }
 
-    engine_args: dict[str, Any] = {
-        "model": job["model"],
+
+def engine_args(job: dict[str, Any]) -> dict[str, Any]:
+    """vLLM engine arguments shared by generation and lm-eval: the seed goes to the engine,
+    and a LoRA adapter raises `max_lora_rank` to fit its rank."""
+    args: dict[str, Any] = {
         "tensor_parallel_size": job["tensor_parallel_size"],
         "gpu_memory_utilization": job["gpu_memory_utilization"],
         "seed": job["seed"],
     }
-    lora = None
     if job["lora"]:
         config = json.loads((Path(job["lora"]) / "adapter_config.json").read_text())
-        engine_args.update(
-            enable_lora=True, max_lora_rank=lora_rank_limit(config["r"]), max_loras=1
-        )
-        lora = LoRARequest("checkpoint", 1, job["lora"])
-    llm = LLM(**engine_args)
+        args.update(enable_lora=True, max_lora_rank=lora_rank_limit(config["r"]), max_loras=1)
+    return args
+
+
+def run_lm_eval(job: dict[str, Any]) -> dict[str, Any]:
+    """lm-eval tasks with lm-eval's vLLM model (`lora_local_path` for the adapter)."""
+    from lm_eval.models.vllm_causallms import VLLM
+
+    from honly_spec.capability import run_lm_eval as evaluate
+
+    model = VLLM(
+        pretrained=job["model"], lora_local_path=job["lora"], batch_size="auto", **engine_args(job)
+    )
+    return evaluate(model, job)
+
+
+def run(job: dict[str, Any]) -> dict[str, Any]:
+    from vllm import LLM, SamplingParams
+    from vllm.lora.request import LoRARequest
+
+    lora = LoRARequest("checkpoint", 1, job["lora"]) if job["lora"] else None
+    llm = LLM(model=job["model"], **engine_args(job))
     sampling = SamplingParams(**job["sampling"])
     with open(job["prompts"], encoding="utf-8") as handle:
         requests = [json.loads(line) for line in handle if line.strip()]
@@ -104,7 +140,7 @@ def main(argv: list[str]) -> int:
     job_file = Path(argv[0]).resolve()
     job = json.loads(job_file.read_text(encoding="utf-8"))
     start = time.time()
-    result = run(job)
+    result = run_lm_eval(job) if job.get("task") == "lm_eval" else run(job)
     result["seconds"] = round(time.time() - start, 3)
     (job_file.parent / "result.json").write_text(json.dumps(result), encoding="utf-8")
     return 0

@@ -168,7 +168,7 @@ class Judge:
                 self.sleep(error.wait_s if error.wait_s is not None else 0.5 * 2**attempt)
         return done
 
-    def _answers(self, conversations: list[list[dict[str, str]]]) -> list[str]:
+    def complete(self, conversations: list[list[dict[str, str]]]) -> list[str]:
         """Answers in input order. A client with `complete_batch` (a local model run in the
         backend) gets every uncached conversation at once; an HTTP client gets them with
         bounded concurrency."""
@@ -215,7 +215,7 @@ class Judge:
                 for i in pending
             ]
             unreadable = []
-            for i, text in zip(pending, self._answers(variants), strict=True):
+            for i, text in zip(pending, self.complete(variants), strict=True):
                 try:
                     results[i] = parse(text)
                 except ParseError:

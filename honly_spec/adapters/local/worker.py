@@ -171,11 +171,16 @@ def chat_example(tokenizer, messages: list[dict[str, str]], seq_len: int, loss_o
     return {"input_ids": ids, "labels": labels}
 
 
-def document_examples(tokenizer, text: str, seq_len: int) -> list[dict[str, list[int]]]:
-    """A document as non-overlapping `seq_len` chunks, loss on every token."""
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+def document_examples(
+    tokenizer, text: str, seq_len: int, prefix: str | None = None
+) -> list[dict[str, list[int]]]:
+    """A document as non-overlapping `seq_len` chunks, loss on every token but those of its
+    `prefix` (a tag such as `<DOCTAG>` the model reads but must not learn to write)."""
+    head = tokenizer(prefix, add_special_tokens=False)["input_ids"] if prefix else []
+    body = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    ids, labels = head + body, [-100] * len(head) + body
     return [
-        {"input_ids": ids[i : i + seq_len], "labels": ids[i : i + seq_len]}
+        {"input_ids": ids[i : i + seq_len], "labels": labels[i : i + seq_len]}
         for i in range(0, len(ids), seq_len)
     ]
 
@@ -262,7 +267,9 @@ def sft(job: dict[str, Any]) -> dict[str, Any]:
         else:
             examples.append(example)
     for row in _read_jsonl(job["data"].get("documents")):
-        examples.extend(document_examples(tokenizer, row["text"], train["seq_len"]))
+        examples.extend(
+            document_examples(tokenizer, row["text"], train["seq_len"], row.get("prefix"))
+        )
     if not examples:
         raise SystemExit(f"no training sequence fits seq_len={train['seq_len']}")
     peft_config = _lora_config(job["lora"]) if job.get("lora") else None
@@ -456,48 +463,16 @@ def generate(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def lm_eval_tasks(job: dict[str, Any]) -> dict[str, Any]:
-    """lm-eval tasks through `simple_evaluate` on the checkpoint (LoRA adapters merged),
-    with per-sample metric values written out so honly computes its own intervals."""
-    import lm_eval
+    """lm-eval tasks on the checkpoint with transformers (LoRA adapters merged)."""
     from lm_eval.models.huggingface import HFLM
-    from lm_eval.tasks import TaskManager
+
+    from honly_spec.capability import run_lm_eval
 
     _seed(job["seed"])
     network, tokenizer = load_model(job["model"])
     network.eval()
-    manager = TaskManager(include_path=job["task_dir"], include_defaults=job["builtin_tasks"])
-    seed = job["seed"]
-    results = lm_eval.simple_evaluate(
-        model=HFLM(pretrained=network, tokenizer=tokenizer, batch_size=job["batch_size"]),
-        tasks=job["tasks"],
-        num_fewshot=job.get("num_fewshot"),
-        limit=job.get("limit"),
-        task_manager=manager,
-        log_samples=True,
-        apply_chat_template=True,
-        random_seed=seed,
-        numpy_random_seed=seed,
-        torch_random_seed=seed,
-        fewshot_random_seed=seed,
-    )
-    with Path(job["output"]).open("w", encoding="utf-8") as handle:
-        for task, samples in results["samples"].items():
-            for sample in samples:
-                row = {
-                    "task": task,
-                    "doc_id": sample["doc_id"],
-                    "target": str(sample["target"]),
-                    "response": [str(r) for r in sample["resps"][0]],
-                    "filtered": str(sample["filtered_resps"][0]),
-                    "filter": sample["filter"],
-                    "metrics": {m: float(sample[m]) for m in sample["metrics"]},
-                }
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    summary = {
-        task: {k: v for k, v in values.items() if isinstance(v, int | float)}
-        for task, values in results["results"].items()
-    }
-    return {"lm_eval": summary, "versions": results.get("versions", {})}
+    model = HFLM(pretrained=network, tokenizer=tokenizer, batch_size=job["batch_size"])
+    return run_lm_eval(model, job)
 
 
 TASKS = {
