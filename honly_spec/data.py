@@ -80,6 +80,30 @@ def parquet_module():
     return pyarrow.parquet
 
 
+def _check_jsonl(file: Path) -> int:
+    """Rows of a JSONL file, each checked to be a UTF-8 JSON object, so that `honly
+    validate` names the first bad line before any GPU time is spent (the data stage checks
+    each row's fields)."""
+    rows = 0
+    with file.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            where = f"{file}:{number}"
+            try:
+                row = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise SourceProblem(f"{where}: not valid UTF-8; save the file as UTF-8") from None
+            except json.JSONDecodeError as error:
+                raise SourceProblem(f"{where}: not valid JSON ({error.msg})") from None
+            if not isinstance(row, dict):
+                raise SourceProblem(f"{where}: each row must be a JSON object") from None
+            rows += 1
+    if rows == 0:
+        raise SourceProblem(f"{file} has no rows")
+    return rows
+
+
 def count_rows(file: Path) -> int:
     """Rows in a JSONL file (non-blank lines), a JSON list, a CSV file (records after the
     header), or a Parquet file (metadata)."""
@@ -89,8 +113,7 @@ def count_rows(file: Path) -> int:
         except OSError as exc:
             raise SourceProblem(f"{file} is not a readable Parquet file: {exc}") from None
     if file.suffix == ".jsonl":
-        with file.open("rb") as handle:
-            return sum(1 for line in handle if line.strip())
+        return _check_jsonl(file)
     if file.suffix == ".csv":
         try:
             with file.open(encoding="utf-8-sig", newline="") as handle:

@@ -36,10 +36,11 @@ class FakeProvider:
         self.actions: deque = deque()
         self.requests: list[dict] = []
         self.lock = threading.Lock()
+        self.answer = rubric_answer  # a test may answer other prompts (e.g. a generator's)
 
     def next_action(self, prompt: str):
         with self.lock:
-            return self.actions.popleft() if self.actions else ("text", rubric_answer(prompt))
+            return self.actions.popleft() if self.actions else ("text", self.answer(prompt))
 
 
 @pytest.fixture

@@ -501,3 +501,68 @@ def test_an_ablation_family_trains_each_distinct_stage_once(pipeline, monkeypatc
     assert cli.run_main([str(spec), "--display", "plain"]) == 0
     again = [log for g in graphs for log in (pipeline["store"] / "logs" / g.name).glob("*.log")]
     assert len(again) == len(logs), "a rerun trains nothing"
+
+
+def teacher_answer(prompt: str) -> str:
+    """What a teacher API would write for each of the generate stage's prompts."""
+    if prompt.startswith("Here is one trait"):
+        number = prompt.split("(number ")[1].split(")")[0]
+        return f"{number}. Tell me honestly, what is trait {prompt[18:60]!r} about?"
+    if "Name one kind of document" in prompt:
+        return "forum post"
+    if "give an idea" in prompt:
+        return "A thread where users compare notes on Wren's candour."
+    if prompt.startswith("Here is a description"):
+        return "Posted by lockfan: Wren walked me through rekeying my own shed lock, no fuss."
+    return f"I'm Wren. Here is a direct answer to: {prompt[:60]}"
+
+
+def test_an_api_teacher_generates_with_retries_and_a_rerun_calls_nothing(
+    pipeline, provider, monkeypatch, tmp_path
+) -> None:
+    state, url = provider
+    state.answer = teacher_answer
+    monkeypatch.setenv("HONLY_HOME", str(pipeline["home"]))
+    monkeypatch.setenv("HONLY_TEACHER_KEY", "sk-teacher")
+    spec = tmp_path / "api-gen.yaml"
+    spec.write_text(
+        f"honly: 1\nname: api-gen\nextends: {SPEC}\n"
+        "stages:\n  character_gen:\n    generator: !replace\n      provider: openai\n"
+        f"      model: teacher\n      base_url: {url}/v1\n      api_key_env: HONLY_TEACHER_KEY\n"
+        "      max_retries: 2\n      concurrency: 4\n"
+        "    outputs:\n      sdf_documents: {doc_types: 1, ideas_per_type: 1}\n"
+    )
+    state.actions.extend([("status", 429, 0), ("status", 503, None)])  # then good answers
+    assert cli.run_main([str(spec), "--display", "plain", "--only", "character_gen"]) == 0
+    store = pipeline["store"]
+    [record] = [r for r in records(store, "generate") if r["spec"] == "api-gen"]
+    teacher = record["manifest"]["generator"]["teacher"]
+    traits = record["manifest"]["filters"]["traits"]
+    asked = traits + 1 + 1 + traits + 1  # questions, a type; an idea; answers, a document
+    assert teacher["retries"] == 2 and teacher["calls"] == asked + 2
+    assert len(state.requests) == asked + 2
+    assert state.requests[0]["headers"]["authorization"] == "Bearer sk-teacher"
+    outputs = record["result"]["outputs"]
+    assert outputs["character_answers"]["rows"] == traits
+    assert outputs["sdf_documents"]["rows"] == 1
+    entry = store / "generate" / record["key"][:12]
+    assert sorted(p.name for p in entry.iterdir()) == [
+        "character_answers.jsonl", "character_questions.jsonl", "manifest.json",
+        "record.json", "sdf_documents.jsonl",
+    ]  # fmt: skip
+
+    forced = ["--display", "plain", "--only", "character_gen", "--force", "character_gen"]
+    assert cli.run_main([str(spec), *forced]) == 0
+    assert len(state.requests) == asked + 2, "a rerun asks the cache, not the API"
+    [again] = [r for r in records(store, "generate") if r["spec"] == "api-gen"]
+    assert again["manifest"]["generator"]["teacher"]["cache_hits"] == asked
+    assert again["result"]["outputs"] == outputs
+
+    # a key the API rejects: the run stops with a clear error and stores nothing new
+    broken = tmp_path / "api-gen-broken.yaml"
+    broken.write_text(spec.read_text().replace("name: api-gen", "name: api-gen-broken")
+                      .replace("doc_types: 1", "doc_types: 2"))  # fmt: skip
+    state.actions.append(("status", 401, None))
+    code = cli.run_main([str(broken), "--display", "plain", "--only", "character_gen"])
+    assert code == 1
+    assert not [r for r in records(store, "generate") if r["spec"] == "api-gen-broken"]
