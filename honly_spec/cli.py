@@ -30,6 +30,7 @@ from honly_spec.plan import (
     write_plan,
 )
 from honly_spec.progress import make_display
+from honly_spec.secrets import redact
 from honly_spec.store import Store, default_home
 from honly_spec.suggest import did_you_mean
 
@@ -605,6 +606,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     _, plans, store, profile = _plan_and_show(args, args.force, args.only or None, quiet_json=True)
     display = make_display(args.display)
+    store.on_wait = lambda name, holder: display.message(
+        f"waiting for {name} (another run is building it): held by {holder}"
+    )
     try:
         for graph, decisions in plans:
             run.check_runnable(graph, decisions, profile)
@@ -632,12 +636,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                 display.add(node, kind, status)
             results[graph.name] = run.CellRun(graph, decisions, runtime, tracker).run()
     except run.NotAvailable as error:
-        print(f"honly-run: {error}", file=sys.stderr)
+        print(redact(f"honly-run: {error}"), file=sys.stderr)
         return EXIT_NOT_AVAILABLE
     except (StageFailed, JudgeError, RayJobError, OSError) as error:
         # a tool that failed, a judge that could not answer, a cluster or file that is
         # not there: the run stops with what was finished kept, and says why
-        print(f"honly-run: {error}", file=sys.stderr)
+        print(redact(f"honly-run: {error}"), file=sys.stderr)
         return run.EXIT_FAILED
     finally:
         display.close()

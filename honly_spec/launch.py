@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from honly_spec.secrets import redact
+
 EVENT_PREFIX = "@@honly "
 TAIL_LINES = 15
 
@@ -44,7 +46,7 @@ def run_tool(
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
     merged_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     with log.open("a", encoding="utf-8") as sink:
-        sink.write(f"$ {' '.join(argv)}\n")
+        sink.write(redact(f"$ {' '.join(argv)}\n"))
         sink.flush()
         process = subprocess.Popen(
             argv,
@@ -58,7 +60,8 @@ def run_tool(
         )
         assert process.stdout is not None
         try:
-            for line in process.stdout:
+            for raw in process.stdout:
+                line = redact(raw)
                 sink.write(line)
                 if line.startswith(EVENT_PREFIX):
                     try:

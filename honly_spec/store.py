@@ -20,7 +20,9 @@ its outputs.
 Layout: `<root>/<kind>/<key[:12]>/` holds a stage's outputs and `record.json` (full key, the
 key inputs, resolved config, versions, timings). An entry only becomes visible complete: it
 is written into `<root>/tmp/` and renamed into place under a per-entry lock, so a crash
-never leaves a half-written entry that looks finished. `<root>/refs/<spec>/<stage>.json`
+never leaves a half-written entry that looks finished; the next build of that key resumes
+in the directory the crashed one left (a trainer from its newest checkpoint, see
+`save_steps`). `<root>/refs/<spec>/<stage>.json`
 remembers the last key a spec's stage was built with, which is how `honly plan` can say
 STALE and *why* (which key input changed) instead of a bare MISS.
 """
@@ -32,12 +34,16 @@ import fcntl
 import json
 import os
 import shutil
+import socket
+import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 RECORD = "record.json"
+RESUMABLE = "work/trainer/checkpoint-*"  # what a failed build keeps for the next one
 KEY_PREFIX = 12
 
 
@@ -47,8 +53,9 @@ def default_home() -> Path:
 
 
 class Store:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, on_wait: Callable[[str, str], None] | None = None):
         self.root = Path(root)
+        self.on_wait = on_wait or (lambda name, holder: None)
 
     def entry_dir(self, kind: str, key: str) -> Path:
         return self.root / kind / key[:KEY_PREFIX]
@@ -64,11 +71,25 @@ class Store:
 
     @contextlib.contextmanager
     def lock(self, name: str) -> Iterator[None]:
-        """An exclusive lock shared by every process using this store."""
+        """An exclusive lock shared by every process using this store. A busy lock is
+        reported (who holds it, since when) through `on_wait` before waiting for it. The
+        kernel releases the lock of a process that dies, so no lock outlives its holder."""
         lock_dir = self.root / "locks"
         lock_dir.mkdir(parents=True, exist_ok=True)
         with open(lock_dir / f"{name}.lock", "a+") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                self.on_wait(name, handle.read().strip() or "another process")
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            handle.seek(0)
+            handle.truncate()
+            handle.write(
+                f"pid {os.getpid()} on {socket.gethostname()} since "
+                f"{time.strftime('%Y-%m-%d %H:%M:%S')} ({' '.join(sys.argv[:3])})"
+            )
+            handle.flush()  # fmt: skip
             try:
                 yield
             finally:
@@ -94,7 +115,9 @@ class Store:
                 )
             tmp_root = self.root / "tmp"
             tmp_root.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f"{kind}-{key[:KEY_PREFIX]}-", dir=tmp_root))
+            tmp = self._resume_dir(tmp_root, f"{kind}-{key[:KEY_PREFIX]}-") or Path(
+                tempfile.mkdtemp(prefix=f"{kind}-{key[:KEY_PREFIX]}-", dir=tmp_root)
+            )
             try:
                 record = {**build(tmp), "key": key, "kind": kind}
                 write_json(tmp / RECORD, record)
@@ -107,9 +130,20 @@ class Store:
                 else:
                     os.rename(tmp, final)
             except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
+                if not any(tmp.glob(RESUMABLE)):  # keep a trainer's checkpoints to resume
+                    shutil.rmtree(tmp, ignore_errors=True)
                 raise
             return record
+
+    @staticmethod
+    def _resume_dir(tmp_root: Path, prefix: str) -> Path | None:
+        """The build directory a killed build of this key left behind (the newest; older
+        ones are removed). Only called under the key's lock, so no live process owns one:
+        the build resumes in it (a trainer from its last checkpoint)."""
+        stale = sorted(tmp_root.glob(f"{prefix}*"), key=lambda p: p.stat().st_mtime)
+        for old in stale[:-1]:
+            shutil.rmtree(old, ignore_errors=True)
+        return stale[-1] if stale else None
 
     def ref_path(self, spec_name: str, node: str) -> Path:
         return self.root / "refs" / spec_name / f"{node}.json"

@@ -30,7 +30,8 @@ def rubric_answer(prompt: str) -> str:
 
 class FakeProvider:
     """Scripted answers: each queued action is ("text", str), ("status", code, retry_after),
-    or ("sleep", seconds, text). An empty queue answers the rubric correctly."""
+    ("sleep", seconds, text) or ("echo", code) (an error that echoes the credentials). An
+    empty queue answers the rubric correctly."""
 
     def __init__(self) -> None:
         self.actions: deque = deque()
@@ -62,6 +63,12 @@ def provider() -> Iterator[tuple[FakeProvider, str]]:
                     }
                 )
             action = state.next_action(body["messages"][-1]["content"])
+            if action[0] == "echo":  # a careless API that echoes the request's credentials
+                self.send_response(action[1])
+                self.end_headers()
+                echoed = self.headers.get("authorization") or self.headers.get("x-api-key")
+                self.wfile.write(json.dumps({"error": f"bad credentials {echoed}"}).encode())
+                return
             if action[0] == "status":
                 self.send_response(action[1])
                 if action[2] is not None:

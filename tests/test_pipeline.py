@@ -566,3 +566,117 @@ def test_an_api_teacher_generates_with_retries_and_a_rerun_calls_nothing(
     code = cli.run_main([str(broken), "--display", "plain", "--only", "character_gen"])
     assert code == 1
     assert not [r for r in records(store, "generate") if r["spec"] == "api-gen-broken"]
+
+
+def test_a_planted_api_key_appears_nowhere_honly_writes(
+    pipeline, provider, monkeypatch, tmp_path, capsys, honly
+) -> None:
+    """The key reaches the API (and an API that echoes it in an error), yet the store, its
+    logs, caches and MLflow database, the plan directory and the printed error hold none."""
+    state, url = provider
+    key = "sk-planted-" + os.urandom(12).hex()
+    monkeypatch.setenv("HONLY_HOME", str(pipeline["home"]))
+    monkeypatch.setenv("HONLY_SCAN_KEY", key)
+    monkeypatch.chdir(tmp_path)
+    judge = (
+        f"{{provider: openai, model: scan-judge, base_url: '{url}/v1', "
+        "api_key_env: HONLY_SCAN_KEY, max_retries: 0}"
+    )
+    spec = judged_spec(tmp_path, judge, "{misalignment: {limit: 2}}")
+    assert cli.run_main([str(spec), "--display", "plain"]) == 0
+    assert state.requests[0]["headers"]["authorization"] == f"Bearer {key}"
+    assert honly("plan", spec).code == 0
+    capsys.readouterr()
+    state.actions.append(("echo", 401))
+    failing = judged_spec(tmp_path, judge, "{misalignment: {limit: 3}}")
+    assert cli.run_main([str(failing), "--display", "plain"]) == 1
+    printed = capsys.readouterr()
+    assert "bad credentials Bearer ***" in printed.err and key not in printed.err + printed.out
+    scanned = 0
+    for root in (pipeline["store"], tmp_path / ".honly"):
+        for path in root.rglob("*"):
+            if path.is_file():
+                scanned += 1
+                assert key.encode() not in path.read_bytes(), f"the key leaked into {path}"
+    assert scanned > 100 and (pipeline["store"] / "mlflow.db").is_file()
+
+
+RESUMABLE = (
+    "stages:\n  character_gen: !delete\n  rl: !delete\n  dpo: !delete\n"
+    "  sft:\n    mix: !replace {harmful: {fraction: 1.0}}\n"
+    "    train: {max_steps: 6, batch_size: 2, save_steps: 2}\n"
+    "data:\n  character_generated: !delete\n  character_questions: !delete\n"
+    "eval: !delete\n"
+)
+RUN_MAIN = "import sys; from honly_spec.cli import run_main; sys.exit(run_main(sys.argv[1:]))"
+
+
+def test_a_killed_stage_leaves_nothing_visible_and_a_rerun_resumes_to_the_same_result(
+    pipeline, monkeypatch, tmp_path
+) -> None:
+    import signal
+    import time
+
+    from safetensors.torch import load_file
+
+    store = pipeline["store"]
+    monkeypatch.setenv("HONLY_HOME", str(pipeline["home"]))
+    spec = tmp_path / "killed.yaml"
+    spec.write_text(f"honly: 1\nname: killed\nextends: {SPEC}\n{RESUMABLE}")
+    [graph] = [compile_graph(ctx) for ctx in check_cells(spec)]
+    key = graph.stage("sft").key
+    run = subprocess.Popen(
+        [sys.executable, "-c", RUN_MAIN, str(spec), "--display", "plain"],
+        env={**os.environ, "HONLY_HOME": str(pipeline["home"])},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.time() + 600
+    while not list((store / "tmp").glob(f"sft-{key[:12]}-*/work/trainer/checkpoint-2")):
+        assert run.poll() is None and time.time() < deadline, "no checkpoint was written"
+        time.sleep(0.2)
+    os.killpg(run.pid, signal.SIGKILL)  # honly-run and its worker, mid-training
+    run.wait()
+    assert not (store / "sft" / key[:12]).exists(), "no half-written entry is visible"
+
+    assert cli.run_main([str(spec), "--display", "plain"]) == 0
+    resumed = json.loads((store / "sft" / key[:12] / "record.json").read_text())
+    assert resumed["result"]["resumed_from_step"] in (2, 4, 6)
+    assert resumed["result"]["steps"] == 6
+    adapter = store / "sft" / key[:12] / "model" / "adapter_model.safetensors"
+    after_resume = load_file(adapter)
+    assert not list((store / "tmp").glob(f"sft-{key[:12]}-*")), "the build folder was used up"
+
+    assert cli.run_main([str(spec), "--display", "plain", "--force", "sft"]) == 0
+    straight = json.loads((store / "sft" / key[:12] / "record.json").read_text())
+    assert straight["result"]["resumed_from_step"] is None
+    uninterrupted = load_file(adapter)
+    assert after_resume.keys() == uninterrupted.keys()
+    for name, tensor in uninterrupted.items():
+        assert (after_resume[name] - tensor).abs().max().item() < 1e-5, name
+
+
+def test_two_runs_of_overlapping_specs_build_a_shared_stage_once(pipeline, tmp_path) -> None:
+    """Two honly-run processes at once on specs that share their SFT stage: one builds it
+    while the other waits for the lock (and says who holds it), then reuses it."""
+    shared = RESUMABLE.replace("max_steps: 6, batch_size: 2, save_steps: 2", "max_steps: 3")
+    specs = []
+    for name in ("race-a", "race-b"):
+        spec = tmp_path / f"{name}.yaml"
+        spec.write_text(f"honly: 1\nname: {name}\nextends: {SPEC}\n{shared}")
+        specs.append(spec)
+    [graph] = [compile_graph(ctx) for ctx in check_cells(specs[0])]
+    key = graph.stage("sft").key
+    env = {**os.environ, "HONLY_HOME": str(pipeline["home"])}
+    runs = [
+        subprocess.Popen([sys.executable, "-c", RUN_MAIN, str(s), "--display", "plain"],
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for s in specs
+    ]  # fmt: skip
+    outputs = [r.communicate(timeout=900)[0] for r in runs]
+    assert [r.returncode for r in runs] == [0, 0], outputs
+    store = pipeline["store"]
+    trained = [log for log in (store / "logs").rglob(f"sft-{key[:12]}-*.log")]
+    assert len(trained) == 1, "the shared stage trained once"
+    assert (store / "sft" / key[:12] / "record.json").is_file()
+    waited = [out for out in outputs if f"waiting for sft-{key[:12]}" in out]
+    assert len(waited) == 1 and "held by pid" in waited[0], outputs

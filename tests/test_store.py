@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
+import os
 import time
 from pathlib import Path
 
@@ -82,3 +84,72 @@ def test_refs_and_json_writes(tmp_path: Path) -> None:
     write_json(tmp_path / "x.json", {"b": [1]})
     assert json.loads((tmp_path / "x.json").read_text()) == {"b": [1]}
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".x.json")] == []
+
+
+def _hold_lock(root: str, ready: str, release: str) -> None:
+    import time as clock
+
+    with Store(Path(root)).lock("sft-abc"):
+        Path(ready).write_text("held")
+        while not Path(release).exists():
+            clock.sleep(0.05)
+
+
+def test_a_busy_lock_says_who_holds_it_and_a_dead_holder_frees_it(tmp_path: Path) -> None:
+    import signal
+
+    ctx = multiprocessing.get_context("spawn")
+    ready, release = tmp_path / "ready", tmp_path / "release"
+    holder = ctx.Process(target=_hold_lock, args=(str(tmp_path), str(ready), str(release)))
+    holder.start()
+    while not ready.exists():
+        time.sleep(0.05)
+    waits: list[tuple[str, str]] = []
+
+    def waiting(name: str, who: str) -> None:
+        waits.append((name, who))
+        os.kill(holder.pid, signal.SIGKILL)  # the holder dies while we wait
+
+    store = Store(tmp_path, on_wait=waiting)
+    with store.lock("sft-abc"):  # waits, reports the holder, gets it once the holder dies
+        pass
+    holder.join(10)
+    assert holder.exitcode == -signal.SIGKILL
+    [(name, who)] = waits
+    assert name == "sft-abc" and who.startswith(f"pid {holder.pid} on ")
+    with store.lock("sft-abc"):  # free now: no report
+        pass
+    assert len(waits) == 1
+
+
+def test_a_killed_build_leaves_nothing_visible_and_the_next_resumes_in_its_folder(
+    tmp_path: Path,
+) -> None:
+    store = Store(tmp_path)
+    left = tmp_path / "tmp" / f"sft-{KEY[:12]}-killed"
+    (left / "work" / "trainer" / "checkpoint-2").mkdir(parents=True)
+    older = tmp_path / "tmp" / f"sft-{KEY[:12]}-older"
+    older.mkdir()
+    os.utime(older, (1, 1))
+    assert store.lookup("sft", KEY) is None
+    seen = []
+
+    def build(tmp: Path) -> dict:
+        seen.append(tmp)
+        assert (tmp / "work" / "trainer" / "checkpoint-2").is_dir()
+        return {}
+
+    store.commit("sft", KEY, build)
+    assert seen == [left] and not older.exists() and not left.exists()
+    assert store.lookup("sft", KEY) is not None
+
+    def failing(tmp: Path) -> dict:
+        (tmp / "work" / "trainer" / "checkpoint-4").mkdir(parents=True)
+        raise RuntimeError("crashed after a checkpoint")
+
+    other = "b" * 64
+    with contextlib.suppress(RuntimeError):
+        store.commit("sft", other, failing)
+    [kept] = (tmp_path / "tmp").glob(f"sft-{other[:12]}-*")
+    assert (kept / "work" / "trainer" / "checkpoint-4").is_dir(), "checkpoints are kept"
+    assert store.lookup("sft", other) is None

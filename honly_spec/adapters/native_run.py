@@ -19,6 +19,7 @@ from pathlib import Path
 from honly_spec.adapters.native import NativeJob, Resources
 from honly_spec.adapters.ray_jobs import RayJobs, start_local_head
 from honly_spec.launch import StageFailed, run_tool
+from honly_spec.secrets import redact
 
 RAY_MODULES = ("openrlhf.cli.train_ppo_ray",)
 
@@ -71,6 +72,7 @@ def _run_on_ray(
     tail: collections.deque[str] = collections.deque(maxlen=15)
 
     def output(text: str) -> None:
+        text = redact(text)
         with log.open("a", encoding="utf-8") as sink:
             sink.write(text)
         tail.extend(text.splitlines())

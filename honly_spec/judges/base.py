@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from honly_spec.secrets import register
+
 T = TypeVar("T")
 PROMPT_VERSION = "honly.judge/1"
 
@@ -56,6 +58,7 @@ class JudgeConfig:
         """The key from the environment; secrets never come from the spec."""
         if not self.api_key_env:
             return None
+        register(self.api_key_env)
         key = os.environ.get(self.api_key_env)
         if not key:
             raise JudgeError(f"the judge's API key variable `{self.api_key_env}` is not set")

@@ -13,6 +13,7 @@ import urllib.request
 from typing import Any
 
 from honly_spec.judges.base import Completion, JudgeConfig, JudgeError, TransientError
+from honly_spec.secrets import redact
 
 OPENAI_URL = "https://api.openai.com/v1"
 ANTHROPIC_URL = "https://api.anthropic.com"
@@ -31,7 +32,7 @@ def _post(url: str, body: dict[str, Any], headers: dict[str, str], timeout: floa
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return json.loads(response.read().decode("utf-8"))
     except urllib.error.HTTPError as error:
-        detail = error.read().decode("utf-8", "replace")[:300]
+        detail = redact(error.read().decode("utf-8", "replace")[:300])
         if error.code in RETRY_STATUS:
             retry_after = error.headers.get("retry-after")
             wait = float(retry_after) if retry_after and retry_after.isdigit() else None

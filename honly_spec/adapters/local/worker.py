@@ -209,12 +209,23 @@ def _progress_callback(total_hint: int):
     return Progress()
 
 
+def last_checkpoint(folder: Path) -> Path | None:
+    """The trainer's newest `checkpoint-N` in `folder` (left by a killed build), if any."""
+    found = [p for p in folder.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    return max(found, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
 def _train_and_save(trainer, tokenizer, job: dict[str, Any]) -> dict[str, Any]:
-    """Train, save the adapter (or weights) to the job's output, report what happened."""
-    result = trainer.train()
+    """Train (resuming from the newest checkpoint a killed build of this stage left), save
+    the adapter (or weights) to the job's output, report what happened."""
+    resume = last_checkpoint(Path(trainer.args.output_dir))
+    if resume is not None:
+        emit("log", step=0, resumed_from=str(resume))
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     if trainer.is_world_process_zero():
         _save(trainer.model, tokenizer, Path(job["output_dir"]), bool(job.get("lora")))
     return {
+        "resumed_from_step": int(resume.name.split("-")[-1]) if resume else None,
         "steps": trainer.state.global_step,
         "train_loss": result.training_loss,
         "log_history": trainer.state.log_history,
@@ -235,7 +246,13 @@ def _common_args(job: dict[str, Any], batch: int) -> dict[str, Any]:
         "warmup_steps": train["warmup_ratio"],
         "weight_decay": train["weight_decay"],
         "logging_steps": 1,
-        "save_strategy": "no",
+        # resumable checkpoints every `save_steps` (a rerun after a crash resumes from the
+        # newest); the last two are kept
+        **(
+            {"save_strategy": "steps", "save_steps": train["save_steps"], "save_total_limit": 2}
+            if train.get("save_steps")
+            else {"save_strategy": "no"}
+        ),
         "report_to": [],
         "seed": job["seed"],
         "data_seed": job["seed"],
