@@ -8,9 +8,12 @@ orchestrator never imports torch and a crashing tool cannot take it down.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
+import signal
 import subprocess
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,9 +29,12 @@ Event = dict[str, Any]
 class StageFailed(RuntimeError):
     """A tool exited non-zero. The message names the exit status, the log and its tail."""
 
-    def __init__(self, what: str, code: int, log: Path, tail: list[str]):
+    def __init__(self, what: str, code: int, log: Path, tail: list[str], reason: str | None = None):
         self.code, self.log, self.tail = code, log, tail
-        reason = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+        if reason is None and code == -signal.SIGKILL:
+            reason = "killed by SIGKILL, often the kernel's out-of-memory killer: see `dmesg`"
+        elif reason is None:
+            reason = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
         lines = "\n".join("    " + line for line in tail)
         super().__init__(f"{what} failed ({reason}); log: {log}\n  last lines:\n{lines}")
 
@@ -40,8 +46,11 @@ def run_tool(
     on_event: Callable[[Event], None] = lambda event: None,
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
+    timeout_s: float | None = None,
 ) -> None:
-    """Run `argv`, appending stdout+stderr to `log`; `@@honly {json}` lines become events."""
+    """Run `argv`, appending stdout+stderr to `log`; `@@honly {json}` lines become events.
+    The tool runs in its own process group, so a timeout or an interrupt stops every process
+    it started (a launcher's workers too)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
     merged_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
@@ -57,8 +66,18 @@ def run_tool(
             errors="replace",
             env=merged_env,
             cwd=cwd,
+            start_new_session=True,
         )
         assert process.stdout is not None
+        fired = threading.Event()
+
+        def time_out() -> None:
+            fired.set()
+            _stop_group(process)
+
+        timer = threading.Timer(timeout_s, time_out) if timeout_s else None
+        if timer:
+            timer.start()
         try:
             for raw in process.stdout:
                 line = redact(raw)
@@ -72,8 +91,18 @@ def run_tool(
                     tail.append(line.rstrip("\n"))
             code = process.wait()
         except BaseException:
-            process.kill()
+            _stop_group(process)
             process.wait()
             raise
+        finally:
+            if timer:
+                timer.cancel()
+    if fired.is_set():
+        raise StageFailed(what, code, log, list(tail), f"timed out after {timeout_s:g} s")
     if code != 0:
         raise StageFailed(what, code, log, list(tail))
+
+
+def _stop_group(process: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)

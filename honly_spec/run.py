@@ -287,7 +287,7 @@ class CellRun:
         }
         if not self._base_is_hub():
             env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
-        run_tool(what, command, log, on_event, env)
+        run_tool(what, command, log, on_event, env, timeout_s=self._timeout())
         return json.loads((folder / job["result"]).read_text(encoding="utf-8"))
 
     def _base_is_hub(self) -> bool:
@@ -546,7 +546,9 @@ class CellRun:
         log = self._log_path(stage.name, stage.key)
         self.rt.display.progress(stage.name, 0, None, f"{job.tool} running; log {log.name}")
         try:
-            run_native(f"stage {stage.name}", job, tmp, python, log, resources, env)
+            run_native(
+                f"stage {stage.name}", job, tmp, python, log, resources, env, self._timeout()
+            )
         finally:  # a failed run's curves are worth seeing too
             points = bridge_tensorboard(tmp / TENSORBOARD_DIR, self.tracker.series)
         result = {"tool": job.tool, "command": job.script(), "log": str(log)}
@@ -734,6 +736,10 @@ class CellRun:
     def _gpus(self) -> int:
         return (self.rt.profile.get("resources") or {}).get("gpus_per_node", 0)
 
+    def _timeout(self) -> float | None:
+        """The profile's `stage_timeout_s`: no tool process runs longer."""
+        return self.rt.profile.get("stage_timeout_s")
+
     def _tensor_parallel(self) -> int:
         return Resources.from_profile(self.rt.profile).rl.get("vllm_tensor_parallel", 1)
 
@@ -755,7 +761,7 @@ class CellRun:
             "HF_HUB_DISABLE_TELEMETRY": "1",
         }
         command = [python, "-m", VLLM_MODULE, "job.json"]
-        run_tool(what, command, log, env=env, cwd=folder)
+        run_tool(what, command, log, env=env, cwd=folder, timeout_s=self._timeout())
         return json.loads((folder / "result.json").read_text(encoding="utf-8"))
 
     def _build_capability(self, node: EvalNode, tmp: Path) -> None:

@@ -41,8 +41,10 @@ def run_native(
     log: Path,
     resources: Resources,
     env: dict[str, str],
+    timeout_s: float | None = None,
 ) -> None:
-    """Write the job's files into `folder`, then run it (and its follow-up commands)."""
+    """Write the job's files into `folder`, then run it (and its follow-up commands), each
+    local process stopped after `timeout_s` (the profile's `stage_timeout_s`)."""
     job.write(folder)
     bin_dir = str(Path(python).parent)
     full_env = {**job.env, **env, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
@@ -50,10 +52,11 @@ def run_native(
         # the cluster's own PATH stays: commands are absolute paths into the environment
         _run_on_ray(what, resolve(job.argv, python), python, log, resources, {**job.env, **env})
     else:
-        run_tool(what, resolve(job.argv, python), log, env=full_env, cwd=folder)
+        run_tool(what, resolve(job.argv, python), log, env=full_env, cwd=folder,
+                 timeout_s=timeout_s)  # fmt: skip
     for command in job.then:
         run_tool(f"{what} ({command[0]} {command[1]})", resolve(command, python), log,
-                 env=full_env, cwd=folder)  # fmt: skip
+                 env=full_env, cwd=folder, timeout_s=timeout_s)  # fmt: skip
 
 
 def _run_on_ray(
