@@ -210,8 +210,13 @@ def _progress_callback(total_hint: int):
 
 
 def last_checkpoint(folder: Path) -> Path | None:
-    """The trainer's newest `checkpoint-N` in `folder` (left by a killed build), if any."""
-    found = [p for p in folder.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    """The trainer's newest complete `checkpoint-N` in `folder` (left by a killed build):
+    the trainer writes `trainer_state.json` last, so a checkpoint without it was cut off."""
+    found = [
+        p
+        for p in folder.glob("checkpoint-*")
+        if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()
+    ]
     return max(found, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 
