@@ -34,11 +34,14 @@ def main() -> int:
     parser.add_argument("--home", help="keep the run's HONLY_HOME here (default: a temp dir)")
     args = parser.parse_args()
     graphs = [compile_graph(ctx) for ctx in check_cells(args.spec, args.overrides)]
-    stage_runs = [(s.kind, s.key) for g in graphs for s in g.stages]
+    stage_runs = [s.key for g in graphs for s in g.stages if s.kind != "generate"]
+    generate_runs = [s.key for g in graphs for s in g.stages if s.kind == "generate"]
     eval_runs = [e.key for g in graphs for e in g.evals]
     print(f"{Path(args.spec).name}: {len(graphs)} cells")
     print(f"  {'':8} {'from scratch':>12} {'distinct':>9} {'saved':>7}")
-    for what, runs in (("stages", stage_runs), ("evals", eval_runs)):
+    for what, runs in (("stages", stage_runs), ("generate", generate_runs), ("evals", eval_runs)):
+        if not runs:
+            continue
         distinct = len(set(runs))
         saved = 1 - distinct / len(runs) if runs else 0.0
         print(f"  {what:8} {len(runs):>12} {distinct:>9} {saved:>6.0%}")
@@ -55,11 +58,11 @@ def main() -> int:
             env=env, check=True,
         )  # fmt: skip
         seconds = time.perf_counter() - start
-        stages = {s.name for g in graphs for s in g.stages}
+        stages = {s.name for g in graphs for s in g.stages if s.kind != "generate"}
         logs = (Path(home) / "store" / "logs").rglob("*.log")
         trained = [log for log in logs if log.name.rsplit("-", 3)[0] in stages]
         print(f"  ran in {seconds:.0f} s: {len(trained)} training processes for "
-              f"{len(set(stage_runs))} distinct stage keys")  # fmt: skip
+              f"{len(set(stage_runs))} distinct training stage keys")  # fmt: skip
     return 0
 
 

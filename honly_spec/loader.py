@@ -118,7 +118,10 @@ def _resolve_file_paths(doc: Document, base: Path) -> None:
         if isinstance(node, str):
             if any(matches(p, path) for p in patterns) and not node.startswith("hf:"):
                 return str((base / Path(node).expanduser()).resolve())
-            if path == ("model", "base") and node.startswith(LOCAL_MODEL_PREFIXES):
+            local_model = path == ("model", "base") or (
+                len(path) == 4 and path[0] == "stages" and path[2:] == ("generator", "model")
+            )
+            if local_model and node.startswith(LOCAL_MODEL_PREFIXES):
                 return str((base / Path(node).expanduser()).resolve())
         return node
 

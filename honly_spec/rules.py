@@ -164,6 +164,20 @@ def generate_stages_are_complete(ctx: Context) -> Iterator[Diagnostic]:
                 key=True,
             )
         generator = stage.get("generator") or {}
+        teacher = generator.get("model")
+        if generator.get("provider", "local") == "local" and isinstance(teacher, str):
+            base = (ctx.data.get("model") or {}).get("base")
+            if teacher.startswith("embedded:") and teacher != base:
+                yield ctx.at(
+                    ("stages", name, "generator", "model"),
+                    "an embedded teacher must be the spec's own base model; give a local "
+                    "model directory or a hub id instead",
+                )
+            elif teacher.startswith("/") and not Path(teacher).is_dir():
+                yield ctx.at(
+                    ("stages", name, "generator", "model"),
+                    f"local model directory not found: {teacher}",
+                )
         if generator.get("provider", "local") != "local" and not generator.get("model"):
             yield ctx.at(
                 ("stages", name, "generator"),

@@ -476,7 +476,8 @@ class CellRun:
         client = None
         if generator["provider"] == "local":
             model = generator.get("model")
-            checkpoint = Checkpoint(model) if model else parent
+            own = not model or model == self.data["model"]["base"]
+            checkpoint = parent if own else Checkpoint(model)
             client = LocalModelClient(self, stage.name, stage.key, checkpoint, teacher_config,
                                       tmp, seed)  # fmt: skip
         else:
