@@ -235,6 +235,8 @@ def generate(
                               + ("" if n == 1 else f"\n(Version {n}.)")))  # fmt: skip
     replies = teacher(asked) if asked else []
     pairs = bool(answers_config and answers_config.get("pairs"))
+    if pairs and student is None:
+        raise ValueError("`pairs` needs a student model to write the rejected answers")
     rejected = student([_ask(q["prompt"]) for q in questions]) if pairs and student else []
     rows: dict[str, list[dict[str, Any]]] = {}
     if questions_config:
