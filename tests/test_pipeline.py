@@ -688,3 +688,35 @@ def test_two_runs_of_overlapping_specs_build_a_shared_stage_once(pipeline, tmp_p
     assert (store / "sft" / key[:12] / "record.json").is_file()
     waited = [out for out in outputs if f"waiting for sft-{key[:12]}" in out]
     assert len(waited) == 1 and "held by pid" in waited[0], outputs
+
+
+def test_a_local_teacher_runs_on_vllm_on_a_gpu_profile(pipeline, monkeypatch, tmp_path) -> None:
+    """On a GPU profile with a vLLM environment the local teacher's rounds run through
+    honly's vLLM engine (here with the vLLM test double, since vLLM needs CUDA)."""
+    monkeypatch.setenv("HONLY_HOME", str(pipeline["home"]))
+    log = tmp_path / "vllm.jsonl"
+    monkeypatch.setenv("VLLM_DOUBLE_LOG", str(log))
+    python = tmp_path / "vllm-env" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text(
+        f'#!/bin/sh\nPYTHONPATH="$PYTHONPATH:{REPO / "tests" / "doubles"}" '
+        f'exec {sys.executable} "$@"\n'
+    )
+    python.chmod(0o755)
+    profile = tmp_path / "gpu.yaml"
+    profile.write_text(
+        "honly_profile: 1\nresources: {nodes: 1, gpus_per_node: 1}\n"
+        f"envs: {{vllm: {{python: {python}}}}}\n"
+    )
+    spec = tmp_path / "vllm-gen.yaml"
+    spec.write_text(
+        f"honly: 1\nname: vllm-gen\nextends: {SPEC}\n"
+        "stages:\n  character_gen: {generator: {max_tokens: 24}}\n"
+    )
+    args = [str(spec), "--profile", str(profile), "--display", "plain", "--only", "character_gen"]
+    assert cli.run_main(args) == 0
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [e["event"] for e in events] == ["engine", "chat", "engine", "chat"], "two rounds"
+    assert events[1]["sampling"] == {"temperature": 0.8, "top_p": 1.0, "max_tokens": 24}
+    [record] = [r for r in records(pipeline["store"], "generate") if r["spec"] == "vllm-gen"]
+    assert record["result"]["outputs"]["character_answers"]["rows"] >= 1
