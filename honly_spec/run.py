@@ -551,11 +551,20 @@ class CellRun:
                 f"stage {stage.name}", job, tmp, python, log, resources, env, self._timeout()
             )
         finally:  # a failed run's curves are worth seeing too
-            points = bridge_tensorboard(tmp / TENSORBOARD_DIR, self.tracker.series)
+            points = self._copy_curves(stage.name, tmp / TENSORBOARD_DIR)
         result = {"tool": job.tool, "command": job.script(), "log": str(log)}
         if points:
             result["tensorboard_points"] = points
         return self._stage_record(stage, run_id, started, manifest, result, {"path": ctx.model})
+
+    def _copy_curves(self, stage: str, folder: Path) -> int:
+        """TensorBoard scalars into the stage's MLflow run. An unreadable event file (a
+        crashed writer) is reported, never allowed to hide the tool's own outcome."""
+        try:
+            return bridge_tensorboard(folder, self.tracker.series)
+        except Exception as error:  # curves are auxiliary to the stage
+            self.rt.display.message(f"stage {stage}: TensorBoard scalars not copied: {error}")
+            return 0
 
     def _stage_record(
         self,
