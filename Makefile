@@ -78,7 +78,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/cli_latency.py
 
 reference: $(STAMP)
-	$(BIN)/python -m honly_spec.reference > docs/spec-reference.md
+	$(BIN)/python -m honly_spec.spec.reference > docs/spec-reference.md
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .honly .pytest_cache .ruff_cache

@@ -22,8 +22,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from honly_spec.check import check_cells  # noqa: E402
-from honly_spec.plan import compile_graph  # noqa: E402
+from honly_spec.plan.graph import compile_graph  # noqa: E402
+from honly_spec.spec.check import check_cells  # noqa: E402
 
 
 def main() -> int:

@@ -20,8 +20,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from honly_spec.scoring import is_refusal  # noqa: E402
-from honly_spec.stats import wilson  # noqa: E402
+from honly_spec.evals.scoring import is_refusal  # noqa: E402
+from honly_spec.evals.stats import wilson  # noqa: E402
 
 LABELS = REPO / "tests" / "data" / "refusal_labels.jsonl"
 TARGET = 0.9

@@ -100,7 +100,7 @@ def embedded_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     pytest.importorskip("torch", reason="the local backend's packages are not installed")
     from honly_spec.adapters.local.job import WORKER_MODULE, compile_prepare
-    from honly_spec.rules import EMBEDDED_MODELS
+    from honly_spec.spec.rules import EMBEDDED_MODELS
 
     folder = tmp_path_factory.mktemp("embedded")
     name = "smollm2-135m-instruct"

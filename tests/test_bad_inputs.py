@@ -14,10 +14,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from honly_spec.check import check_spec
-from honly_spec.errors import SpecError
-from honly_spec.loader import load_spec
-from honly_spec.yaml_source import parse_yaml
+from honly_spec.spec.check import check_spec
+from honly_spec.spec.errors import SpecError
+from honly_spec.spec.loader import load_spec
+from honly_spec.spec.yaml_source import parse_yaml
 from tests.conftest import REPO
 
 CORPUS = REPO / "tests" / "bad_inputs"

@@ -6,9 +6,7 @@ import json
 
 import pytest
 
-from honly_spec.check import check_spec
-from honly_spec.errors import SpecError
-from honly_spec.generate import (
+from honly_spec.data.generate import (
     DOC_TYPE,
     Filter,
     NearDuplicates,
@@ -16,7 +14,9 @@ from honly_spec.generate import (
     generate,
     traits,
 )
-from honly_spec.plan import compile_graph
+from honly_spec.plan.graph import compile_graph
+from honly_spec.spec.check import check_spec
+from honly_spec.spec.errors import SpecError
 from tests.conftest import MINIMAL, REPO
 
 CONSTITUTION = """\

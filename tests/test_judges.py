@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from honly_spec.judges import Judge, JudgeCache, JudgeConfig, JudgeError, strongreject
+from honly_spec.evals.judges import Judge, JudgeCache, JudgeConfig, JudgeError, strongreject
 from tests.judge_server import GOOD
 
 

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from honly_spec.check import check_spec
-from honly_spec.plan import compile_graph, decide, write_plan
-from honly_spec.schema import WILDCARD, marked_paths, spec_schema
-from honly_spec.store import Store
+from honly_spec.plan.graph import compile_graph, decide, write_plan
+from honly_spec.spec.check import check_spec
+from honly_spec.spec.schema import WILDCARD, marked_paths, spec_schema
+from honly_spec.store.store import Store
 from tests.conftest import MINIMAL, REPO
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from honly_spec.launch import StageFailed, run_tool
+from honly_spec.adapters.launch import StageFailed, run_tool
 
 SPAWNS_A_CHILD = (
     "import subprocess, sys, time\n"

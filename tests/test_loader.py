@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from honly_spec.errors import SpecError
-from honly_spec.loader import DEFAULT_POS, load_spec
+from honly_spec.spec.errors import SpecError
+from honly_spec.spec.loader import DEFAULT_POS, load_spec
 
 PARENT = """\
 honly: 1

@@ -11,8 +11,8 @@ from honly_spec.adapters.local.job import (
     compile_train,
 )
 from honly_spec.adapters.local.worker import grpo_batches
-from honly_spec.check import check_spec
-from honly_spec.plan import compile_graph
+from honly_spec.plan.graph import compile_graph
+from honly_spec.spec.check import check_spec
 
 
 def test_checkpoint_chain() -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from honly_spec.errors import SpecError
-from honly_spec.materialize import canonical_row, materialize_stage, read_source
+from honly_spec.data.materialize import canonical_row, materialize_stage, read_source
+from honly_spec.spec.errors import SpecError
 
 
 def jsonl(path: Path, rows: list) -> str:
@@ -119,7 +119,7 @@ def test_parquet_sources(tmp_path: Path) -> None:
     pq = pytest.importorskip("pyarrow.parquet")
     import pyarrow
 
-    from honly_spec.data import describe_source
+    from honly_spec.data.sources import describe_source
 
     path = tmp_path / "p.parquet"
     pq.write_table(pyarrow.Table.from_pylist([{"goal": "q1"}, {"goal": "q2"}]), path)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from honly_spec.check import check_cells
-from honly_spec.matrix import expand
-from honly_spec.plan import compile_graph
+from honly_spec.plan.graph import compile_graph
+from honly_spec.spec.check import check_cells
+from honly_spec.spec.matrix import expand
 from tests.conftest import MINIMAL
 
 GRID = MINIMAL + ("matrix:\n  seed: [0, 1]\n  stages.rl.reward.compliance.weight: [1.0, 2.0]\n")

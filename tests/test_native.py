@@ -22,15 +22,15 @@ from honly_spec.adapters.native import (
     package_link,
     write_links,
 )
-from honly_spec.check import check_profile, check_spec
-from honly_spec.errors import SpecError
-from honly_spec.plan import compile_graph
+from honly_spec.plan.graph import compile_graph
+from honly_spec.spec.check import check_profile, check_spec
+from honly_spec.spec.errors import SpecError
 from tests.conftest import REPO
 
 TOOLS = REPO / ".venvs"
 OPENRLHF_PYTHON = TOOLS / "openrlhf-check" / "bin" / "python"
 AXOLOTL_PYTHON = TOOLS / "axolotl" / "bin" / "python"
-CHECKS = REPO / "honly_spec" / "adapters" / "checks"
+CHECKS = REPO / "tests" / "tool_checks"
 EXAMPLES = [
     "naive",
     "mitigated",
@@ -359,7 +359,7 @@ def test_axolotl_preprocess_tokenizes_the_materialized_mix_on_cpu(
 ) -> None:
     """`axolotl preprocess` is what resolves the dataset type and the chat template: run it
     on the compiled config of a real stage, with the embedded model as base model."""
-    from honly_spec.materialize import materialize_stage
+    from honly_spec.data.materialize import materialize_stage
 
     python = tool(AXOLOTL_PYTHON, "Axolotl")
     graph = compile_graph(check_spec(REPO / "specs" / "ci_smoke.yaml"))

@@ -19,8 +19,8 @@ import pytest
 pytest.importorskip("torch", reason="the local backend's packages are not installed")
 
 from honly_spec import cli
-from honly_spec.check import check_cells
-from honly_spec.plan import compile_graph
+from honly_spec.plan.graph import compile_graph
+from honly_spec.spec.check import check_cells
 from tests.conftest import REPO
 
 SPEC = REPO / "specs" / "ci_smoke.yaml"

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from honly_spec.check import check_spec
-from honly_spec.errors import SpecError
-from honly_spec.plan import compile_graph
+from honly_spec.plan.graph import compile_graph
+from honly_spec.spec.check import check_spec
+from honly_spec.spec.errors import SpecError
 from tests.conftest import MINIMAL, REPO
 
 
@@ -100,7 +100,7 @@ def test_extends_to_a_directory(write_spec) -> None:
 
 
 def test_fraction_rounding_is_exact_for_decimal_shares() -> None:
-    from honly_spec.mix import realize
+    from honly_spec.data.mix import realize
 
     counts, _ = realize({"a": {"fraction": 0.29, "replace": False}}, {"a": 100}, None)
     assert counts == {"a": 29}

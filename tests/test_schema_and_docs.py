@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from honly_spec import reference
-from honly_spec.schema import load_schema, walk_fields
+from honly_spec.spec import reference
+from honly_spec.spec.schema import load_schema, walk_fields
 from tests.conftest import REPO
 
 SCHEMAS = ["honly-spec.v1.json", "honly-profile.v1.json"]

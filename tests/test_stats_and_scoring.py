@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from honly_spec.scoring import REGISTRY, is_refusal, weighted_reward
-from honly_spec.stats import bootstrap_mean, summarize, wilson
+from honly_spec.evals.scoring import REGISTRY, is_refusal, weighted_reward
+from honly_spec.evals.stats import bootstrap_mean, summarize, wilson
 
 LABELS = Path(__file__).parent / "data" / "refusal_labels.jsonl"
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from honly_spec.store import Store, write_json
+from honly_spec.store.store import Store, write_json
 
 KEY = "ab" * 32
 

@@ -9,26 +9,25 @@ from pathlib import Path
 
 import pytest
 
-from honly_spec.capability import metric_name, write_task_dir
-from honly_spec.errors import SpecError
-from honly_spec.eval_sets import SHIPPED_SETS, shipped_source, suite_sets
-from honly_spec.evaluate import (
+from honly_spec.evals.capability import metric_name, write_task_dir
+from honly_spec.evals.evaluate import (
     aggregate,
     conversation_id,
     generation_requests,
     score_suite,
     suite_items,
 )
-from honly_spec.judges import Completion, Judge, JudgeCache, JudgeConfig
-from honly_spec.judges.base import ParseError
-from honly_spec.judges.rubrics import (
+from honly_spec.evals.judges import Completion, Judge, JudgeCache, JudgeConfig
+from honly_spec.evals.judges.base import ParseError
+from honly_spec.evals.judges.rubrics import (
     MISALIGNMENT,
     REFUSAL,
     heuristic_alignment,
     heuristic_regret,
     parse_alignment,
 )
-from honly_spec.suites import (
+from honly_spec.evals.sets import SHIPPED_SETS, shipped_source, suite_sets
+from honly_spec.evals.suites import (
     EVALUATION_CUE,
     PUSHBACK,
     REGRET_QUESTION,
@@ -36,6 +35,7 @@ from honly_spec.suites import (
     Grader,
     extract_choice,
 )
+from honly_spec.spec.errors import SpecError
 from tests.judge_server import rubric_answer
 
 OFFLINE = Grader(None)

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from honly_spec.check import check_spec
-from honly_spec.errors import SpecError
+from honly_spec.spec.check import check_spec
+from honly_spec.spec.errors import SpecError
 from tests.conftest import MINIMAL, REPO
 
 
@@ -161,7 +161,7 @@ def test_schema_pass_is_cached_only_for_valid_specs(write_spec, honly_home) -> N
     problems(bad)
     assert len(list(stamps.iterdir())) == 1, "invalid specs are never stamped"
     code = (
-        "import sys; from honly_spec.check import check_spec; check_spec(sys.argv[1]); "
+        "import sys; from honly_spec.spec.check import check_spec; check_spec(sys.argv[1]); "
         "print('jsonschema' in sys.modules)"
     )
     out = subprocess.run(

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from honly_spec.errors import Pos, SpecError
-from honly_spec.yaml_source import DELETE, Replace, load_yaml_file, parse_yaml
+from honly_spec.spec.errors import Pos, SpecError
+from honly_spec.spec.yaml_source import DELETE, Replace, load_yaml_file, parse_yaml
 
 
 def one_error(text: str) -> str:

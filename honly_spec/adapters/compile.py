@@ -15,8 +15,8 @@ from typing import Any
 
 from honly_spec.adapters import axolotl, openrlhf
 from honly_spec.adapters.native import CompileContext, NativeJob, Resources, compile_error
-from honly_spec.materialize import stage_outputs
-from honly_spec.plan import Graph, StageNode
+from honly_spec.data.materialize import stage_outputs
+from honly_spec.plan.graph import Graph, StageNode
 
 COMPILERS: dict[str, Callable[[dict[str, Any], CompileContext], NativeJob]] = {
     "axolotl": axolotl.compile_stage,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from honly_spec.errors import Diagnostic, Pos, SpecError
+from honly_spec.spec.errors import Diagnostic, Pos, SpecError
 
 # spec lr_scheduler → the transformers scheduler name both tools pass on (`constant` keeps
 # the warmup)

@@ -16,9 +16,9 @@ import subprocess
 import time
 from pathlib import Path
 
+from honly_spec.adapters.launch import StageFailed, run_tool
 from honly_spec.adapters.native import NativeJob, Resources
 from honly_spec.adapters.ray_jobs import RayJobs, start_local_head
-from honly_spec.launch import StageFailed, run_tool
 from honly_spec.secrets import redact
 
 RAY_MODULES = ("openrlhf.cli.train_ppo_ray",)

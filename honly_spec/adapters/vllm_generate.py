@@ -106,7 +106,7 @@ def run_lm_eval(job: dict[str, Any]) -> dict[str, Any]:
     """lm-eval tasks with lm-eval's vLLM model (`lora_local_path` for the adapter)."""
     from lm_eval.models.vllm_causallms import VLLM
 
-    from honly_spec.capability import run_lm_eval as evaluate
+    from honly_spec.evals.capability import run_lm_eval as evaluate
 
     model = VLLM(
         pretrained=job["model"], lora_local_path=job["lora"], batch_size="auto", **engine_args(job)

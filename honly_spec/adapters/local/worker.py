@@ -338,7 +338,7 @@ def grpo(job: dict[str, Any]) -> dict[str, Any]:
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
-    from honly_spec.scoring import weighted_reward
+    from honly_spec.evals.scoring import weighted_reward
 
     _seed(job["seed"])
     network, tokenizer = load_model(job["model"], trainable=True)
@@ -488,7 +488,7 @@ def lm_eval_tasks(job: dict[str, Any]) -> dict[str, Any]:
     """lm-eval tasks on the checkpoint with transformers (LoRA adapters merged)."""
     from lm_eval.models.huggingface import HFLM
 
-    from honly_spec.capability import run_lm_eval
+    from honly_spec.evals.capability import run_lm_eval
 
     _seed(job["seed"])
     network, tokenizer = load_model(job["model"])
