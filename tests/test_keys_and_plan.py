@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 
-from honly_spec.plan.graph import compile_graph, decide, write_plan
+from honly_spec.plan.decide import decide
+from honly_spec.plan.graph import compile_graph
+from honly_spec.plan.write import write_plan
 from honly_spec.spec.check import check_spec
 from honly_spec.spec.schema import WILDCARD, marked_paths, spec_schema
 from honly_spec.store.store import Store

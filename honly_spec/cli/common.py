@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from honly_spec.plan.graph import Graph, NativeCompiler
+from honly_spec.plan.graph import Graph
+from honly_spec.plan.write import NativeCompiler
 from honly_spec.spec.check import check_profile
 from honly_spec.spec.errors import Diagnostic, Pos, SpecError
 from honly_spec.spec.suggest import did_you_mean

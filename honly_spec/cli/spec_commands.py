@@ -13,15 +13,10 @@ from honly_spec.cli.common import (
     selected_cells,
     store_for,
 )
+from honly_spec.plan.decide import decide
 from honly_spec.plan.diff import MISSING, node_verdicts, spec_changes
-from honly_spec.plan.graph import (
-    Graph,
-    compile_graph,
-    decide,
-    distinct_nodes,
-    plan_table,
-    write_plan,
-)
+from honly_spec.plan.graph import Graph, compile_graph
+from honly_spec.plan.write import distinct_nodes, plan_table, write_plan
 from honly_spec.report.display import emit_json, short, table
 from honly_spec.spec.check import check_cells, check_spec
 from honly_spec.spec.errors import Diagnostic, Pos, SpecError

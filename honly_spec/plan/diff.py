@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from honly_spec.plan.graph import Graph, eval_change, eval_node_name, explain_change
+from honly_spec.plan.decide import eval_change, explain_change
+from honly_spec.plan.graph import Graph, eval_node_name
 from honly_spec.spec.errors import Pos, nearest_pos
 from honly_spec.spec.loader import LoadedSpec
 from honly_spec.spec.paths import MISSING, SpecPath, diff_trees

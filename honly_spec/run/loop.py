@@ -57,17 +57,9 @@ from honly_spec.evals.judges import (
 from honly_spec.evals.judges.clients import make_client
 from honly_spec.evals.sets import JUDGED_SUITES
 from honly_spec.evals.suites import Grader
-from honly_spec.plan.graph import (
-    BASE,
-    Decision,
-    EvalNode,
-    Graph,
-    StageNode,
-    eval_node_name,
-    plan_table,
-    stage_needs,
-    yaml_text,
-)
+from honly_spec.plan.decide import Decision
+from honly_spec.plan.graph import BASE, EvalNode, Graph, StageNode, eval_node_name, stage_needs
+from honly_spec.plan.write import plan_table, yaml_text
 from honly_spec.run.progress import Display
 from honly_spec.run.tracking import Tracker, flat_params, git_state
 from honly_spec.spec.errors import Diagnostic, Pos, SpecError
